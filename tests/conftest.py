@@ -1,0 +1,183 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Shared test helpers: exact checkpoint key lists, seeded synthetic checkpoints, tiny Hugging Face models."""
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+KEY_LISTS = FIXTURES / "checkpoint_keys"
+
+
+def key_spec(name: str) -> dict[str, list[int]]:
+    """``{key: shape}`` from tests/fixtures/checkpoint_keys/<name>.keys.txt (copied from ../shared/checkpoints)."""
+    spec = {}
+    for line in (KEY_LISTS / f"{name}.keys.txt").read_text().splitlines():
+        key, shape = line.split("\t")
+        spec[key] = [int(x) for x in re.findall(r"\d+", shape)]
+    return spec
+
+
+def saved_key_names(name: str) -> list[str]:
+    """Key names only (the transformers 5.23 save_pretrained lists carry no shapes)."""
+    return (KEY_LISTS / f"{name}.keys.txt").read_text().split()
+
+
+def synthetic_state(spec: dict[str, list[int]], seed: int = 0, scale: float = 0.02):
+    """Distinct seeded values per key (so wrong mappings show), with the published aliases kept equal."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in spec.items():
+        if key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=gen) + 0.5
+        elif re.search(r"(norm\d?|layer_norm|layernorm|\.bn\d|downsample\.1|normalization)\.weight$", key) or (
+                re.search(r"input_proj\.\d+\.1\.weight$", key)):
+            state[key] = 1.0 + scale * torch.randn(shape, generator=gen)
+        else:
+            state[key] = scale * torch.randn(shape, generator=gen)
+    tie_aliases(state)
+    return state
+
+
+def tie_aliases(state) -> None:
+    """Make aliased heads equal, as in the published files."""
+    for key in list(state):
+        m = re.match(r"^(?:transformer|model)\.decoder\.((?:class|bbox)_embed\.\d+\..+)$", key)
+        if m and m[1] in state:
+            state[key] = state[m[1]].clone()
+    refine = any(re.match(r"^(?:transformer|model)\.decoder\.bbox_embed\.", k) for k in state)
+    if not refine:  # shared heads: every class_embed.k / bbox_embed.k equals head 0
+        for key in list(state):
+            m = re.match(r"^((?:class|bbox)_embed)\.(\d+)\.(.+)$", key)
+            if m and m[2] != "0":
+                state[key] = state[f"{m[1]}.0.{m[3]}"].clone()
+
+
+def official_to_hf(state, family: str):
+    """Official -> Hugging Face names, written from the converters' rules (checkpoint-formats.md 5.2/5.3).
+
+    Deliberately independent of detr_deploy.weights.convert, so the two check each other.
+    """
+    import torch
+
+    out = {}
+    if family == "detr":
+        table = [
+            ("backbone.0.body.", "model.backbone.conv_encoder.model."),
+            ("input_proj.", "model.input_projection."),
+            ("query_embed.", "model.query_position_embeddings."),
+            ("class_embed.", "class_labels_classifier."),
+            ("bbox_embed.", "bbox_predictor."),
+            ("transformer.decoder.norm.", "model.decoder.layernorm."),
+        ]
+        for key, value in state.items():
+            new = None
+            for old, repl in table:
+                if key.startswith(old):
+                    new = repl + key[len(old):]
+                    break
+            if new is None:
+                new = key.replace("transformer.", "model.")
+                new = re.sub(r"encoder\.layers\.(\d+)\.norm1\.", r"encoder.layers.\1.self_attn_layer_norm.", new)
+                new = re.sub(r"encoder\.layers\.(\d+)\.norm2\.", r"encoder.layers.\1.final_layer_norm.", new)
+                new = re.sub(r"decoder\.layers\.(\d+)\.norm1\.", r"decoder.layers.\1.self_attn_layer_norm.", new)
+                new = re.sub(r"decoder\.layers\.(\d+)\.norm2\.", r"decoder.layers.\1.encoder_attn_layer_norm.", new)
+                new = re.sub(r"decoder\.layers\.(\d+)\.norm3\.", r"decoder.layers.\1.final_layer_norm.", new)
+                new = new.replace(".linear1.", ".fc1.").replace(".linear2.", ".fc2.")
+                new = new.replace(".multihead_attn.", ".encoder_attn.")
+            out[new] = value
+    else:
+        for key, value in state.items():
+            new = key.replace("backbone.0.body", "backbone.conv_encoder.model").replace("transformer.", "")
+            if "norm1" in new:
+                new = new.replace("norm1", "self_attn_layer_norm" if "encoder" in new else "encoder_attn_layer_norm")
+            if "norm2" in new:
+                new = new.replace("norm2", "final_layer_norm" if "encoder" in new else "self_attn_layer_norm")
+            new = new.replace("norm3", "final_layer_norm").replace("linear1", "fc1").replace("linear2", "fc2")
+            new = new.replace("query_embed", "query_position_embeddings").replace("cross_attn", "encoder_attn")
+            if not new.startswith(("class_embed", "bbox_embed")):
+                new = "model." + new
+            out[new] = value
+    # q/k/v split of every packed in_proj (rows 0:d, d:2d, 2d:3d)
+    for key in [k for k in out if k.endswith(("in_proj_weight", "in_proj_bias"))]:
+        packed = out.pop(key)
+        base, kind = key.rsplit(".", 1)
+        kind = "weight" if kind.endswith("weight") else "bias"
+        for i, name in enumerate("qkv"):
+            out[f"{base}.{name}_proj.{kind}"] = torch.chunk(packed, 3, dim=0)[i].clone()
+    return out
+
+
+# --- tiny Hugging Face models (transformers is the external oracle) ----------------------------------------
+def hf_resnet_config(stages, depths=(1, 2, 1, 1)):
+    from transformers import ResNetConfig
+
+    return ResNetConfig(embedding_size=16, hidden_sizes=[32, 64, 128, 256], depths=list(depths),
+                        layer_type="bottleneck", out_features=list(stages))
+
+
+def tiny_hf_model(kind: str):
+    """A tiny transformers model with a native ResNet (timm cannot import here), random weights."""
+    from transformers import DeformableDetrConfig, DeformableDetrForObjectDetection, DetrConfig, DetrForObjectDetection
+
+    common = dict(use_timm_backbone=False, use_pretrained_backbone=False, d_model=64, encoder_layers=2,
+                  encoder_ffn_dim=128, decoder_ffn_dim=128, encoder_attention_heads=4, decoder_attention_heads=4)
+    if kind == "detr":
+        cfg = DetrConfig(backbone_config=hf_resnet_config(["stage4"]), decoder_layers=2, num_queries=12,
+                         num_labels=7, **common)
+        return DetrForObjectDetection(cfg).eval()
+    extra = {"deformable": {}, "single-scale": {"num_feature_levels": 1}, "refine": {"with_box_refine": True},
+             "two-stage": {"with_box_refine": True, "two_stage": True, "two_stage_num_proposals": 20}}[kind]
+    stages = ["stage4"] if kind == "single-scale" else ["stage2", "stage3", "stage4"]
+    cfg = DeformableDetrConfig(backbone_config=hf_resnet_config(stages), decoder_layers=3, num_queries=15,
+                               num_labels=6, **common, **extra)
+    return DeformableDetrForObjectDetection(cfg).eval()
+
+
+def randomize_(model, seed: int = 1, scale: float = 0.1) -> None:
+    """Overwrite every float tensor with seeded noise so outputs are far from the degenerate initial ones.
+
+    Weight matrices get std 1/sqrt(fan_in) so activations stay O(1) even through a full ResNet-50.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if not value.is_floating_point():
+                continue
+            if key.endswith("running_var"):
+                value.copy_(torch.rand(value.shape, generator=gen) + 0.5)
+            elif re.search(r"(norm|normalization|input_proj\.\d+\.1)\.weight$", key):
+                value.copy_(1.0 + scale * torch.randn(value.shape, generator=gen))
+            elif value.dim() >= 2 and not key.endswith(("level_embed", "query_position_embeddings.weight")):
+                fan_in = value[0].numel()
+                value.copy_(torch.randn(value.shape, generator=gen) / fan_in ** 0.5)
+            else:
+                value.copy_(scale * torch.randn(value.shape, generator=gen))
+
+
+def padded_batch(size_a=(96, 128), size_b=(70, 100), seed: int = 0):
+    """Two images of different sizes padded bottom-right together: (pixel_values [2,3,H,W], pixel_mask [2,H,W])."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    h, w = max(size_a[0], size_b[0]), max(size_a[1], size_b[1])
+    x = torch.zeros(2, 3, h, w)
+    mask = torch.zeros(2, h, w, dtype=torch.long)
+    for i, (hh, ww) in enumerate((size_a, size_b)):
+        x[i, :, :hh, :ww] = torch.randn(3, hh, ww, generator=gen)
+        mask[i, :hh, :ww] = 1
+    return x, mask
+
+
+@pytest.fixture(autouse=True)
+def _quiet_known_warnings():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*power of 2.*")
+        yield
