@@ -153,7 +153,7 @@ def randomize_(model, seed: int = 1, scale: float = 0.1) -> None:
                 continue
             if key.endswith("running_var"):
                 value.copy_(torch.rand(value.shape, generator=gen) + 0.5)
-            elif re.search(r"(norm|normalization|input_proj\.\d+\.1)\.weight$", key):
+            elif re.search(r"(norm\d?|normalization|\.bn\d|downsample\.1|input_proj\.\d+\.1)\.weight$", key):
                 value.copy_(1.0 + scale * torch.randn(value.shape, generator=gen))
             elif value.dim() >= 2 and not key.endswith(("level_embed", "query_position_embeddings.weight")):
                 fan_in = value[0].numel()
@@ -181,3 +181,51 @@ def _quiet_known_warnings():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*power of 2.*")
         yield
+
+
+# --- tiny variants of the registered models (export, runtime and precision tests) ---------------------------
+TINY_BACKBONE = {"name": "resnet", "block": "basic", "depths": (1, 1, 1, 1), "widths": (8, 16, 32, 64),
+                 "stem_width": 8}
+
+
+def tiny_overrides(variant: str) -> dict:
+    """Overrides that shrink a registered variant (same structure: levels, refine, two-stage, dilation)."""
+    queries = 10 if variant.startswith("detr") else 12
+    return dict(backbone=dict(TINY_BACKBONE), d_model=32, num_heads=2, encoder_layers=1, decoder_layers=2,
+                ffn_dim=32, num_queries=queries, num_classes=5)
+
+
+def tiny_model(variant: str, seed: int = 0):
+    """A tiny, randomised (non-degenerate) version of a registered variant, in eval mode."""
+    import torch
+
+    import detr_deploy
+
+    torch.manual_seed(seed)
+    model = detr_deploy.create_model(variant, weights="random", **tiny_overrides(variant))
+    randomize_(model, seed=seed + 1)
+    return model
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """``exported(variant, form="plugin", dynamic=False, size=(160, 192), batch=2) -> (model, onnx_path)``.
+
+    Exports are slow on a CPU (10-60 s); each configuration is exported once per test session and shared.
+    """
+    from detr_deploy.export import ExportConfig, export_onnx
+
+    cache: dict = {}
+    folder = tmp_path_factory.mktemp("exports")
+
+    def get(variant: str, form: str = "plugin", dynamic: bool = False, size=(160, 192), batch: int = 2):
+        key = (variant, form, dynamic, tuple(size), batch)
+        if key not in cache:
+            model = tiny_model(variant)
+            path = folder / f"{variant}_{form}_{'dyn' if dynamic else 'static'}_{size[0]}x{size[1]}_b{batch}.onnx"
+            export_onnx(model, path, ExportConfig(msda=form, dynamic=dynamic, input_size=tuple(size), batch=batch),
+                        log=lambda message: None)
+            cache[key] = (model, path)
+        return cache[key]
+
+    return get

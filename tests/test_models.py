@@ -179,3 +179,17 @@ def test_sine_encoding_offset_is_the_only_difference():
         assert detr[0, 0, row, 0].item() == pytest.approx(math.sin(count / (3 + 1e-6) * 2 * math.pi), abs=1e-5)
         assert deformable[0, 0, row, 0].item() == pytest.approx(
             math.sin((count - 0.5) / (3 + 1e-6) * 2 * math.pi), abs=1e-5)
+
+
+def test_mask_downsampling_equals_torch_nearest_interpolate():
+    """Our explicit index arithmetic (exportable exactly) equals F.interpolate(mode="nearest") everywhere."""
+    import torch.nn.functional as F
+
+    from detr_deploy.models.masks import downsample_mask
+
+    gen = torch.Generator().manual_seed(0)
+    for h_in in range(1, 420, 11):
+        for h_out in list(range(1, 140, 7)) + [h_in, 2 * h_in, (h_in + 31) // 32]:
+            mask = torch.rand(2, h_in, 3, generator=gen) > 0.5
+            ref = F.interpolate(mask[None].float(), size=(h_out, 3))[0].to(torch.bool)
+            assert torch.equal(downsample_mask(mask, torch.zeros(1, 1, h_out, 3)), ref), (h_in, h_out)

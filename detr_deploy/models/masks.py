@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def padding_mask_from_pixel_mask(pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None) -> torch.Tensor:
@@ -13,6 +12,24 @@ def padding_mask_from_pixel_mask(pixel_values: torch.Tensor, pixel_mask: torch.T
     return pixel_mask == 0
 
 
+def nearest_source_index(size_in: int, size_out: int, device: torch.device) -> torch.Tensor:
+    """Source rows of a nearest resize, computed exactly as PyTorch's kernel does.
+
+    ``F.interpolate(mode="nearest")`` takes ``min(floor(dst * (float32)(in / out)), in - 1)``. ONNX Resize computes
+    ``dst / (out / in)`` instead, which rounds one row lower at some padding boundaries (e.g. in=240, out=8,
+    row 180), so the reference and an exported graph would disagree on the mask. Spelling the float32 arithmetic
+    out makes both the same, bit for bit.
+    """
+    scale = torch.scalar_tensor(size_in, dtype=torch.float32, device=device) / torch.scalar_tensor(
+        size_out, dtype=torch.float32, device=device)
+    index = (torch.arange(size_out, dtype=torch.float32, device=device) * scale).floor().to(torch.int64)
+    return index.clamp(max=size_in - 1)
+
+
 def downsample_mask(padding_mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Nearest-neighbour resize of ``padding_mask [B,H,W]`` to the spatial size of ``like [B,C,h,w]``."""
-    return F.interpolate(padding_mask[None].float(), size=like.shape[-2:])[0].to(torch.bool)
+    h_in, w_in = padding_mask.shape[-2:]
+    h_out, w_out = like.shape[-2:]
+    rows = nearest_source_index(h_in, h_out, padding_mask.device)
+    cols = nearest_source_index(w_in, w_out, padding_mask.device)
+    return padding_mask.index_select(1, rows).index_select(2, cols)

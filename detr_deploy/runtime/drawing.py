@@ -1,0 +1,41 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Drawing detections on images (Pillow only)."""
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+
+def label_color(label: int) -> tuple[int, int, int]:
+    """A stable, distinct colour per label (golden-ratio hue steps)."""
+    r, g, b = colorsys.hsv_to_rgb((label * 0.618033988749895) % 1.0, 0.85, 0.95)
+    return int(255 * r), int(255 * g), int(255 * b)
+
+
+def draw_detections(image: np.ndarray | Image.Image, detections: dict, line_width: int | None = None) -> Image.Image:
+    """``image`` with one box per detection and a "name score" tag above it.
+
+    Args:
+        image: ``HxWx3 uint8`` RGB or a PIL image (the original image the boxes refer to).
+        detections: a Detector result (``boxes`` xyxy, ``scores``, ``labels``, ``names``).
+    """
+    canvas = Image.fromarray(image) if isinstance(image, np.ndarray) else image.convert("RGB")
+    canvas = canvas.copy()
+    draw = ImageDraw.Draw(canvas)
+    width = line_width or max(2, round(min(canvas.size) / 250))
+    font = ImageFont.load_default(size=max(12, round(min(canvas.size) / 45)))
+    # draw low scores first so the best detections end on top
+    for box, score, label, name in sorted(zip(detections["boxes"], detections["scores"], detections["labels"],
+                                              detections["names"]), key=lambda d: d[1]):
+        color = label_color(int(label))
+        x0, y0, x1, y1 = (float(v) for v in box)
+        draw.rectangle([x0, y0, x1, y1], outline=color, width=width)
+        text = f"{name} {score:.2f}"
+        left, top, right, bottom = draw.textbbox((x0, y0), text, font=font)
+        lift = bottom - top + 2 * width
+        ty = y0 - lift if y0 - lift >= 0 else y0
+        draw.rectangle([x0, ty, x0 + (right - left) + 2 * width, ty + lift], fill=color)
+        draw.text((x0 + width, ty + width - (top - y0)), text, fill=(0, 0, 0), font=font)
+    return canvas

@@ -1,0 +1,118 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Artefact metadata: everything the runtime needs to run an ONNX file or engine, and nothing else.
+
+Stored as one JSON document under the ONNX ``metadata_props`` key ``detr_deploy`` (and in an engine's sidecar
+``<engine>.json``). Torch-free: the runtime reads it on edge devices.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import ArtifactError
+
+METADATA_KEY = "detr_deploy"
+SCHEMA_VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Preprocess:
+    """How images become ``pixel_values``/``pixel_mask`` (the reference pipelines' eval transform).
+
+    Attributes:
+        resize: "shortest_edge" (scale the short side to ``shortest_edge``, long side capped at ``longest_edge``)
+            or "fit" (largest size that fits ``input_size``, aspect kept; static artefacts).
+        rounding: "hf" (Hugging Face image processor, default) or "official" (facebookresearch/fundamentalvision
+            transforms; they differ by one pixel on the long side when the cap is active).
+        input_size: (H, W) of a static artefact: images are padded bottom-right to it.
+        rescale, mean, std: ``(x * rescale - mean) / std`` per RGB channel.
+    """
+
+    resize: str = "shortest_edge"
+    shortest_edge: int = 800
+    longest_edge: int = 1333
+    rounding: str = "hf"
+    input_size: tuple[int, int] | None = None
+    rescale: float = 1 / 255
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass
+class Postprocess:
+    """``kind``: "softmax-drop-last" (DETR) or "sigmoid-top-k" (Deformable DETR, ``top_k`` over queries x classes)."""
+
+    kind: str = "softmax-drop-last"
+    top_k: int = 100
+
+
+@dataclass
+class MSDAInfo:
+    """How multi-scale deformable attention is represented: ``form`` "plugin" or "gridsample"."""
+
+    form: str = "gridsample"
+    plugin_name: str | None = None
+    plugin_version: str | None = None
+    plugin_namespace: str | None = None
+    plugin_library: str | None = None  # None: NVIDIA's plugin in libnvinfer_plugin
+
+
+@dataclass
+class ArtifactMetadata:
+    """The artefact's contract. Engines add ``tensorrt`` (version, GPU, compute capability, profiles, plugins)."""
+
+    variant: str
+    family: str
+    num_queries: int
+    num_classes: int
+    id2label: dict[int, str]
+    weights: dict[str, Any]
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    postprocess: Postprocess = field(default_factory=Postprocess)
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    msda: MSDAInfo | None = None
+    precision: str = "fp32"
+    opset: int = 18
+    detr_deploy_version: str = ""
+    tensorrt: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "artefact") -> ArtifactMetadata:
+        try:
+            data = json.loads(text)
+            if int(data.get("schema", 0)) > SCHEMA_VERSION:
+                raise ArtifactError(f"{where} was written by a newer detr-deploy (metadata schema {data['schema']}); "
+                                    "upgrade detr-deploy")
+            data["id2label"] = {int(k): v for k, v in data["id2label"].items()}
+            pre = dict(data.get("preprocess") or {})
+            for key in ("mean", "std", "input_size"):
+                if pre.get(key) is not None:
+                    pre[key] = tuple(pre[key])
+            data["preprocess"] = Preprocess(**pre)
+            data["postprocess"] = Postprocess(**(data.get("postprocess") or {}))
+            data["msda"] = MSDAInfo(**data["msda"]) if data.get("msda") else None
+            return cls(**data)
+        except ArtifactError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{where} carries unreadable detr-deploy metadata ({exc}); re-export it") from exc
+
+
+def read_onnx_metadata(model, where: str = "ONNX file") -> ArtifactMetadata:
+    """Metadata of an ``onnx.ModelProto``; ArtifactError if it was not written by detr-deploy."""
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return ArtifactMetadata.from_json(prop.value, where)
+    raise ArtifactError(f"{where} has no detr-deploy metadata; export it with detr-export (the runtime needs the "
+                        "pre/post-processing settings it records)")
