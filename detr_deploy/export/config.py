@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from .quantize import CalibrationConfig
 
 MIN_OPSET = 17  # LayerNormalization is opset 17; GridSample 16
 MAX_OPSET = 23
@@ -23,7 +24,10 @@ class ExportConfig:
         input_size: (H, W) of a static export; default (800, 1066) as the example of a dynamic one.
         batch: batch size of a static export.
         opset: ONNX opset (>= 17).
-        precision: "fp32" (issue: fp16/int8 graphs come from detr_deploy.export.precision).
+        precision: "fp32", "fp16" (mixed: see detr_deploy.export.precision) or "int8" (Q/DQ on top of fp16).
+        msda_fp16: in FP16/INT8 graphs, run the MSDA node with half storage (default: FP32, so sampling
+            locations keep full precision).
+        calibration: INT8 only: the images and method for activation ranges.
         simplify: run onnxslim on the exported graph.
         max_size: upper bound of dynamic height/width.
     """
@@ -36,6 +40,8 @@ class ExportConfig:
     batch: int = 1
     opset: int = 18
     precision: str = "fp32"
+    msda_fp16: bool = False
+    calibration: CalibrationConfig | None = None
     simplify: bool = True
     max_size: int = 4096
 
@@ -54,3 +60,7 @@ class ExportConfig:
             raise ConfigError(f"batch must be >= 1, got {self.batch}")
         if self.precision not in ("fp32", "fp16", "int8"):
             raise ConfigError(f"precision must be fp32, fp16 or int8, got {self.precision!r}")
+        if self.precision == "int8":
+            if self.calibration is None:
+                raise ConfigError("--precision int8 needs calibration images: pass --calib DIR")
+            self.calibration.validate()

@@ -9,6 +9,7 @@ exporter is deprecated and bakes Python shape arithmetic into constants, which b
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
@@ -193,6 +194,47 @@ def _finalize(model_proto, metadata: ArtifactMetadata, config: ExportConfig):
     return model_proto
 
 
+def _lower_precision(model_proto, metadata: ArtifactMetadata, config: ExportConfig, log: Callable[[str], None]):
+    """FP16 (and INT8 Q/DQ) on the raw exported graph, whose nodes still carry their PyTorch module scopes."""
+    from .precision import convert_to_mixed_fp16
+
+    fp32_proto = model_proto
+    mixed, report = convert_to_mixed_fp16(fp32_proto, msda_fp16=config.msda_fp16)
+    metadata.extra["precision_report"] = report.summary()
+    log(f"  mixed precision: {report.summary()}")
+    if config.precision != "int8":
+        return mixed
+    from .quantize import calibration_batches, collect_ranges, insert_qdq, plan_quantization
+
+    calib = config.calibration
+    plan = plan_quantization(fp32_proto, calib.excluded_scopes)
+    feeds = calibration_batches(calib.images, metadata)
+    passes = 1 if calib.method == "max" else 2
+    log(f"  INT8: calibrating {len(plan.nodes)} Conv/MatMul inputs on {len(calib.images)} images "
+        f"({calib.method}; {len(plan.skipped)} nodes left out)")
+    with _progress(passes * len(feeds), "calibration") as bar:
+        collector = collect_ranges(fp32_proto, plan, feeds, calib.method, progress=bar)
+    quantized = insert_qdq(mixed, fp32_proto, plan, collector, calib.method, calib.percentile)
+    metadata.extra["int8"] = {"method": calib.method, "images": len(calib.images), "quantized": len(plan.nodes),
+                              "left_out": sorted(set(plan.skipped.values()))[:20]}
+    return quantized
+
+
+@contextlib.contextmanager
+def _progress(total: int, label: str):
+    """A progress callback (tqdm on stderr when installed); yields ``update(n)``."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        yield lambda n: None
+        return
+    bar = tqdm(total=total, desc=label, unit="batch", leave=False, disable=total < 2)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
 @contextlib.contextmanager
 def _quiet_logger(name: str):
     """The exporter's optimizer logs every constant it cannot fold; keep the user's terminal readable."""
@@ -226,6 +268,9 @@ def export_onnx(model: nn.Module, output: str | os.PathLike, config: ExportConfi
     require("onnxscript", "ONNX export")
     config = config or ExportConfig()
     config.validate()
+    if config.precision == "int8" and config.opset < 19:
+        log(f"INT8: opset {config.opset} -> 19 (QuantizeLinear/DequantizeLinear with FP16 scales)")
+        config = dataclasses.replace(config, opset=19)
     output = Path(output)
     start = time.perf_counter()
     metadata = build_metadata(model, config)
@@ -251,6 +296,8 @@ def export_onnx(model: nn.Module, output: str | os.PathLike, config: ExportConfi
             opset_version=config.opset, custom_translation_table=table, optimize=True, verbose=False)
     model_proto = program.model_proto
     log(f"  traced and translated in {time.perf_counter() - start:.1f}s ({len(model_proto.graph.node)} nodes)")
+    if config.precision in ("fp16", "int8"):
+        model_proto = _lower_precision(model_proto, metadata, config, log)
     if config.simplify:
         model_proto = _simplify(model_proto, log)
     if plugin:

@@ -124,8 +124,10 @@ def load_plugin_libraries(trt: Any, libraries: list[str], logger: Any) -> None:
             raise ArtifactError(f"plugin library {library} does not exist; build it from plugins/ (see README) or "
                                 "pass the right --plugins path")
         try:
-            trt.get_plugin_registry().load_library(str(path))
-        except Exception:  # a library with static registration only and no getCreators entry point
+            handle = trt.get_plugin_registry().load_library(str(path))
+        except Exception:  # a library with static registration only (no getCreators entry point)
+            handle = None
+        if handle is None:
             ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
 
 
