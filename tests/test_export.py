@@ -204,7 +204,7 @@ def test_cli_exports_verifies_and_names_the_file(tmp_path, monkeypatch, capsys):
     assert export_cli.run(export_cli.main, argv) == 0
     captured = capsys.readouterr()
     assert (tmp_path / "deformable-detr_plugin-v2_fp32_b1-128x160.onnx").is_file()
-    assert "verified: max abs difference" in captured.err and "max|dlogit|" in captured.err
+    assert "verified (fp32): max abs difference" in captured.err and "max|dlogit|" in captured.err
 
 
 @pytest.mark.slow

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
+import os
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from ..errors import DetrDeployError
 
@@ -54,6 +58,20 @@ def load_model(args: argparse.Namespace):
     source = model.weights_info.get("source")
     log(f"  {model.variant}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, weights: {source}")
     return model
+
+
+def write_json(path: str | os.PathLike, data, indent: int | None = 2) -> None:
+    """Atomic JSON write (temporary file in the same folder, then rename)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=indent, default=float)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def log(message: str) -> None:

@@ -12,13 +12,10 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from .args import log, run
+from .args import log, run, write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,17 +43,6 @@ def _image_ids(paths: list[Path]) -> list[int]:
     if stems and all(s.isdigit() for s in stems) and len(set(stems)) == len(stems):
         return [int(s) for s in stems]
     return list(range(1, len(paths) + 1))
-
-
-def _write_json(path: Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _progress(total: int):
@@ -111,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                 bar.update(len(paths[start:start + detector.batch_size]))
     if bar is not None:
         bar.close()
-    _write_json(out_dir / "detections.json", results)
-    _write_json(out_dir / "images.json", {str(i): str(p) for i, p in zip(ids, paths)})
+    write_json(out_dir / "detections.json", results, indent=None)
+    write_json(out_dir / "images.json", {str(i): str(p) for i, p in zip(ids, paths)})
     log(f"{len(paths) - failed}/{len(paths)} images, {len(results)} detections -> {out_dir}/detections.json")
     if failed:
         log(f"{failed} image(s) could not be read (see the warnings above)")

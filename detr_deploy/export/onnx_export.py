@@ -82,7 +82,9 @@ def build_metadata(model: nn.Module, config: ExportConfig) -> ArtifactMetadata:
                             None if spec.name == NVIDIA_PLUGIN else "libdetr_deploy_plugins.so")
         else:
             msda = MSDAInfo("gridsample")
-    preprocess = Preprocess() if config.dynamic else Preprocess(resize="fit", input_size=tuple(config.input_size))
+    shortest, longest = mc.image_size
+    preprocess = Preprocess(shortest_edge=shortest, longest_edge=longest) if config.dynamic else \
+        Preprocess(resize="fit", input_size=tuple(config.input_size), shortest_edge=shortest, longest_edge=longest)
     return ArtifactMetadata(
         variant=getattr(model, "variant", "custom"), family=mc.family, num_queries=mc.num_queries,
         num_classes=mc.num_classes, id2label=dict(mc.id2label),
@@ -215,8 +217,8 @@ def _lower_precision(model_proto, metadata: ArtifactMetadata, config: ExportConf
     with _progress(passes * len(feeds), "calibration") as bar:
         collector = collect_ranges(fp32_proto, plan, feeds, calib.method, progress=bar)
     quantized = insert_qdq(mixed, fp32_proto, plan, collector, calib.method, calib.percentile)
-    metadata.extra["int8"] = {"method": calib.method, "images": len(calib.images), "quantized": len(plan.nodes),
-                              "left_out": sorted(set(plan.skipped.values()))[:20]}
+    metadata.extra["int8"] = {"method": calib.method, "images": len(calib.images), "quantized": sorted(plan.nodes),
+                              "left_out": plan.skipped}
     return quantized
 
 

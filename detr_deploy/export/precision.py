@@ -179,5 +179,8 @@ def convert_to_mixed_fp16(model, msda_fp16: bool = False):
     kept = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    del graph.value_info[:]  # stale types; re-inferred below
+    # keep the exporter's shapes (inference cannot see through plugin nodes); only the element types changed
+    for vi in graph.value_info:
+        if vi.name in half_tensors:
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT16
     return onnx.shape_inference.infer_shapes(model), report

@@ -81,7 +81,11 @@ class BackboneConfig:
 
 @dataclass
 class _DetectorConfig:
-    """Fields shared by DETR and Deformable DETR."""
+    """Fields shared by DETR and Deformable DETR.
+
+    ``image_size`` is the (shortest edge, longest edge) of the preprocessing resize the model was trained with
+    (800/1333 for the published models); exported artefacts record it.
+    """
 
     family: ClassVar[str] = ""
 
@@ -95,10 +99,12 @@ class _DetectorConfig:
     num_classes: int = 91
     dropout: float = 0.1
     id2label: dict[int, str] | None = None
+    image_size: tuple[int, int] = (800, 1333)
 
     def __post_init__(self) -> None:
         if isinstance(self.backbone, dict):
             self.backbone = BackboneConfig(**self.backbone)
+        self.image_size = tuple(self.image_size)
         if self.id2label is None:
             self.id2label = default_id2label(self.num_classes)
         self.id2label = {int(k): str(v) for k, v in self.id2label.items()}

@@ -117,10 +117,9 @@ def create_model(name_or_path: str, weights: str | None = None, **overrides: Any
     notes: list[str] = []
     state, _ = to_ours(checkpoint.state_dict, notes)
     name = Path(name_or_path).name
-    config = infer_config(state, checkpoint.hf_config, name)
+    config = infer_config(state, checkpoint.hf_config, name, hints=overrides)
     config = config_with_overrides(config, overrides)
-    if "dilation" not in overrides:
-        warn_invisible_settings(config, checkpoint.hf_config, name)
+    warn_invisible_settings(config, checkpoint.hf_config, name, overrides)
     model = build_model(config)
     report = load_checkpoint(model, checkpoint, f"the architecture read from {name_or_path}")
     return _attach(model, None, {"source": report.source, "format": report.layout, "sha256": report.sha256,

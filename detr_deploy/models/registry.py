@@ -133,3 +133,20 @@ def deformable_detr_refine() -> DeformableDetrConfig:
 def deformable_detr_two_stage() -> DeformableDetrConfig:
     """Two-stage Deformable DETR with box refinement, 46.9 AP."""
     return DeformableDetrConfig(with_box_refine=True, two_stage=True)
+
+
+# --- detr-deploy's own trained models (detr_deploy/zoo) ------------------------------------------------------
+def _shapes_labels() -> dict[int, str]:
+    from ..zoo.shapes import CATEGORIES
+
+    return dict(enumerate(CATEGORIES))
+
+
+@register_model("deformable-detr-shapes", PretrainedSource(local="zoo/weights/deformable_detr_shapes.safetensors"))
+def deformable_detr_shapes() -> DeformableDetrConfig:
+    """Small Deformable DETR (box refinement) trained by detr-deploy on rendered shapes; see zoo/MODEL_CARD.md."""
+    return DeformableDetrConfig(
+        backbone=BackboneConfig("resnet", block="basic", depths=(2, 2, 2, 2), widths=(32, 64, 128, 256),
+                                stem_width=32, out_stages=(2, 3, 4)),
+        d_model=128, num_heads=4, encoder_layers=2, decoder_layers=3, ffn_dim=512, num_queries=30, num_classes=8,
+        dropout=0.0, with_box_refine=True, id2label=_shapes_labels(), image_size=(256, 416))

@@ -77,9 +77,18 @@ def _heads_and_points(rows: int, levels: int, hf_heads: int | None, hf_points: i
 
 
 def infer_config(state: dict[str, torch.Tensor], hf_config: dict[str, Any] | None = None,
-                 file_name: str = "") -> ModelConfig:
-    """Architecture of a checkpoint already converted to our names (see ``convert.to_ours``)."""
-    hf = hf_config or {}
+                 file_name: str = "", hints: dict[str, Any] | None = None) -> ModelConfig:
+    """Architecture of a checkpoint already converted to our names (see ``convert.to_ours``).
+
+    ``hints`` (the caller's overrides) resolve what keys cannot tell: ``num_heads`` and ``encoder_points`` /
+    ``decoder_points`` (sampling_offsets only fixes heads x points).
+    """
+    hf = dict(hf_config or {})
+    hints = hints or {}
+    for ours, theirs in (("num_heads", "encoder_attention_heads"), ("num_heads", "decoder_attention_heads"),
+                         ("encoder_points", "encoder_n_points"), ("decoder_points", "decoder_n_points")):
+        if ours in hints and theirs not in hf:
+            hf[theirs] = hints[ours]
     backbone = _backbone_from_keys(state) if (OURS_BACKBONE + "conv1.weight") in state else None
     if hf:
         if backbone is None:
@@ -147,8 +156,17 @@ def config_with_overrides(config: ModelConfig, overrides: dict[str, Any]) -> Mod
     return apply_overrides(config, overrides)
 
 
-def warn_invisible_settings(config: ModelConfig, hf_config: dict | None, file_name: str) -> None:
+def warn_invisible_settings(config: ModelConfig, hf_config: dict | None, file_name: str,
+                            overrides: dict[str, Any]) -> None:
     """Tell the user which settings were assumed because checkpoints of this kind do not record them."""
-    if hf_config is None and config.backbone.is_builtin_resnet and not config.backbone.dilation:
-        warnings.warn(f"{file_name or 'checkpoint'}: DC5 (dilation) cannot be read from official checkpoint keys; "
-                      "assuming a plain ResNet (pass dilation=True for a DC5 model)", stacklevel=3)
+    name = file_name or "checkpoint"
+    if hf_config is not None:
+        return
+    if config.backbone.is_builtin_resnet and not config.backbone.dilation and "dilation" not in overrides:
+        warnings.warn(f"{name}: DC5 (dilation) cannot be read from official checkpoint keys; assuming a plain "
+                      "ResNet (pass dilation=True for a DC5 model)", stacklevel=3)
+    points = (getattr(config, "encoder_points", 4), getattr(config, "decoder_points", 4))
+    if config.family == "deformable" and "num_heads" not in overrides and points != (4, 4):
+        warnings.warn(f"{name}: attention heads x sampling points cannot be split from the keys; assumed "
+                      f"{config.num_heads} heads and {points[0]}/{points[1]} points (pass num_heads=... if the model "
+                      "differs)", stacklevel=3)

@@ -1,0 +1,60 @@
+# SPDX-License-Identifier: Apache-2.0
+"""COCO-format data sets and training batches (the runtime's own preprocessing + flip and scale jitter)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..runtime.images import load_image
+from ..runtime.metadata import Preprocess
+from ..runtime.preprocess import preprocess
+
+
+class CocoDetection:
+    """``root/annotations.json`` + ``root/images/``; ``item(i) -> (HxWx3 uint8, boxes xyxy px [T,4], labels [T])``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.coco = json.loads((self.root / "annotations.json").read_text())
+        self.images = sorted(self.coco["images"], key=lambda im: im["id"])
+        self.by_image: dict[int, list[dict]] = {im["id"]: [] for im in self.images}
+        for ann in self.coco["annotations"]:
+            self.by_image[ann["image_id"]].append(ann)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def path(self, index: int) -> Path:
+        return self.root / "images" / self.images[index]["file_name"]
+
+    def item(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        image = load_image(self.path(index))
+        anns = self.by_image[self.images[index]["id"]]
+        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                          for a in anns], dtype=np.float32).reshape(-1, 4)
+        labels = np.array([a["category_id"] for a in anns], dtype=np.int64)
+        return image, boxes, labels
+
+
+def training_batch(dataset: CocoDetection, indices: list[int], rng: np.random.Generator, scales: tuple[int, ...],
+                   max_size: int) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """Random flip, random shortest edge from ``scales``, brightness jitter; targets cxcywh normalised to the image."""
+    images, targets = [], []
+    for index in indices:
+        image, boxes, labels = dataset.item(index)
+        h, w = image.shape[:2]
+        if rng.random() < 0.5:
+            image = np.ascontiguousarray(image[:, ::-1])
+            boxes = boxes[:, [2, 1, 0, 3]] * np.array([-1, 1, -1, 1], np.float32) + np.array([w, 0, w, 0], np.float32)
+        image = np.clip(image.astype(np.float32) * rng.uniform(0.8, 1.2), 0, 255).astype(np.uint8)
+        images.append(image)
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2 / w, (boxes[:, 1] + boxes[:, 3]) / 2 / h
+        bw, bh = (boxes[:, 2] - boxes[:, 0]) / w, (boxes[:, 3] - boxes[:, 1]) / h
+        targets.append({"labels": torch.from_numpy(labels),
+                        "boxes": torch.from_numpy(np.stack([cx, cy, bw, bh], -1).astype(np.float32))})
+    pre = Preprocess(shortest_edge=int(rng.choice(scales)), longest_edge=max_size)
+    batch = preprocess(images, pre)
+    return torch.from_numpy(batch.pixel_values), torch.from_numpy(batch.pixel_mask), targets

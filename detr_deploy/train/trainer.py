@@ -1,0 +1,219 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A resumable, seeded CPU training loop for DETR-family models on COCO-format data, with a JSON-lines log."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..evaluation import coco_map, to_coco_results
+from ..models.factory import build_model
+from ..models.registry import get_entry
+from ..runtime.images import load_image
+from ..runtime.metadata import Postprocess, Preprocess
+from ..runtime.postprocess import postprocess
+from ..runtime.preprocess import preprocess
+from .data import CocoDetection, training_batch
+from .losses import SetCriterion
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (the model is a registered variant, trained from scratch).
+
+    Attributes:
+        variant: registered name whose config is trained (backbone switched to trainable BatchNorm).
+        data, val_data: COCO-format folders (``annotations.json`` + ``images/``).
+        out: folder for ``last.pt`` (resume point), ``train.log`` (JSON lines) and ``final.safetensors``.
+        iterations, batch_size, lr, weight_decay, warmup: optimisation (AdamW, linear warm-up then cosine decay).
+        scales, max_size: training shortest edges (one drawn per batch) and long-side cap.
+        seed: seeds model init, data order and augmentation.
+        threads: torch intra-op threads.
+        eval_every, eval_images: COCO mAP on the first ``eval_images`` validation images every ``eval_every`` steps.
+        checkpoint_every: iterations between resume points.
+    """
+
+    variant: str
+    data: str
+    out: str
+    val_data: str | None = None
+    iterations: int = 6000
+    batch_size: int = 8
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    warmup: int = 200
+    scales: tuple[int, ...] = (224, 256, 288)
+    max_size: int = 416
+    seed: int = 0
+    threads: int = 2
+    eval_every: int = 1000
+    eval_images: int = 200
+    checkpoint_every: int = 200
+    clip_norm: float = 0.1
+
+
+def model_for_training(variant: str) -> torch.nn.Module:
+    """The variant's architecture with trainable BatchNorm (from scratch), in train mode."""
+    config = get_entry(variant).build_config()
+    config = config.replace(norm="bn")
+    model = build_model(config)
+    model.variant = variant
+    return model.train()
+
+
+def _param_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    # Deformable DETR trains the sampling-offset and reference-point projections 10x slower
+    slow = [p for n, p in model.named_parameters() if "sampling_offsets" in n or "reference_points" in n]
+    slow_ids = {id(p) for p in slow}
+    rest = [p for p in model.parameters() if id(p) not in slow_ids]
+    return [{"params": rest, "lr": lr, "weight_decay": weight_decay},
+            {"params": slow, "lr": lr * 0.1, "weight_decay": weight_decay}]
+
+
+def _lr_factor(step: int, config: TrainConfig) -> float:
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.iterations - config.warmup)
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset: CocoDetection, image_size: tuple[int, int], limit: int | None = None,
+             batch_size: int = 4) -> dict[str, float]:
+    """COCO mAP of ``model`` on (the first ``limit`` images of) ``dataset`` with the runtime's pre/post-processing."""
+    was_training = model.training
+    model.eval()
+    pre = Preprocess(shortest_edge=image_size[0], longest_edge=image_size[1])
+    family = model.config.family
+    post = Postprocess("sigmoid-top-k", 100) if family == "deformable" else Postprocess("softmax-drop-last")
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    results = []
+    for start in range(0, count, batch_size):
+        indices = list(range(start, min(start + batch_size, count)))
+        images = [load_image(dataset.path(i)) for i in indices]
+        batch = preprocess(images, pre)
+        out = model(torch.from_numpy(batch.pixel_values), torch.from_numpy(batch.pixel_mask))
+        detections = postprocess(out["logits"].numpy(), out["pred_boxes"].numpy(), post, batch.original_sizes, 0.0)
+        for i, det in zip(indices, detections):
+            results += to_coco_results(dataset.images[i]["id"], det)
+    model.train(was_training)
+    return coco_map(dataset.coco, results, [dataset.images[i]["id"] for i in range(count)])
+
+
+def _log(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def save_inference_weights(model: torch.nn.Module, path: str | os.PathLike) -> Path:
+    """The state dict in FP16 safetensors (BatchNorm statistics included; counters dropped), written atomically."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata={"variant": getattr(model, "variant", "custom"), "format": "detr-deploy"})
+    os.replace(tmp, path)
+    return path
+
+
+def train(config: TrainConfig, log=print) -> Path:
+    """Train (resuming from ``out/last.pt`` when present); returns the path of ``final.safetensors``."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    model = model_for_training(config.variant)
+    family = model.config.family
+    criterion = SetCriterion(model.config.num_classes, sigmoid=family == "deformable")
+    optimizer = torch.optim.AdamW(_param_groups(model, config.lr, config.weight_decay))
+    rng = np.random.default_rng(config.seed)
+    step = 0
+    checkpoint = out / "last.pt"
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        log(f"resumed from {checkpoint} at step {step}")
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    data = CocoDetection(config.data)
+    val = CocoDetection(config.val_data) if config.val_data else None
+    image_size = tuple(model.config.image_size)
+    # batches of one orientation: a portrait image padded beside landscapes would double the compute
+    groups = [[i for i, im in enumerate(data.images) if (im["width"] >= im["height"]) == landscape]
+              for landscape in (True, False)]
+    groups = [g for g in groups if g]
+    orders: list[list[int]] = [[] for _ in groups]
+    start_time, window = time.time(), []
+    while step < config.iterations:
+        g = int(rng.choice(len(groups), p=[len(x) / len(data) for x in groups]))
+        if len(orders[g]) < config.batch_size:
+            orders[g] += [groups[g][i] for i in rng.permutation(len(groups[g]))]
+        indices, orders[g] = orders[g][:config.batch_size], orders[g][config.batch_size:]
+        tick = time.time()
+        pixels, mask, targets = training_batch(data, indices, rng, config.scales, config.max_size)
+        for group, base in zip(optimizer.param_groups, (config.lr, config.lr * 0.1)):
+            group["lr"] = base * _lr_factor(step, config)
+        outputs = model(pixels, mask)
+        loss, parts = criterion(outputs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm))
+        optimizer.step()
+        step += 1
+        window.append(time.time() - tick)
+        if step % 20 == 0 or step == config.iterations:
+            record = {"step": step, "lr": optimizer.param_groups[0]["lr"], "grad_norm": round(grad_norm, 3),
+                      "sec_per_step": round(float(np.mean(window)), 3), "elapsed_h": round((time.time() - start_time)
+                                                                                            / 3600, 3),
+                      **{k: round(v, 4) for k, v in parts.items() if not k.startswith("aux")}}
+            window = []
+            _log(out / "train.log", record)
+            log(f"step {step}/{config.iterations} loss {parts['total']:.3f} (class {parts['class']:.3f} "
+                f"l1 {parts['l1']:.3f} giou {parts['giou']:.3f}) {record['sec_per_step']:.2f}s/step")
+        if step % config.checkpoint_every == 0 or step == config.iterations:
+            tmp = checkpoint.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "torch_rng": torch.get_rng_state(), "numpy_rng": json.dumps(rng.bit_generator.state)}, tmp)
+            os.replace(tmp, checkpoint)
+        if val is not None and (step % config.eval_every == 0 or step == config.iterations):
+            stats = evaluate(model, val, image_size, config.eval_images)
+            _log(out / "train.log", {"step": step, "eval": stats})
+            log(f"step {step}: val mAP {stats['mAP']:.3f} mAP50 {stats['mAP50']:.3f}")
+    model.eval()
+    return save_inference_weights(model, out / "final.safetensors")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m detr_deploy.train", description=__doc__)
+    parser.add_argument("--variant", default="deformable-detr-shapes")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--val-data", default=None)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--iterations", type=int, default=6000)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-every", type=int, default=1000)
+    parser.add_argument("--eval-images", type=int, default=200)
+    parser.add_argument("--checkpoint-every", type=int, default=200)
+    args = parser.parse_args(argv)
+    config = TrainConfig(args.variant, args.data, args.out, args.val_data, args.iterations, args.batch_size, args.lr,
+                         seed=args.seed, threads=args.threads, eval_every=args.eval_every,
+                         eval_images=args.eval_images, checkpoint_every=args.checkpoint_every)
+    print(train(config, log=lambda m: print(m, file=sys.stderr, flush=True)))
+    return 0
