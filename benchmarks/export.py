@@ -8,29 +8,18 @@ All numbers come from one run on this machine; latency ratios are PyTorch eager 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import median_seconds
 
 import detr_deploy
 from detr_deploy.export import ExportConfig, export_onnx
 from detr_deploy.export.verify import synthetic_batch
 from detr_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
-
-
-def median_latency(fn, runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -51,13 +40,13 @@ def main() -> None:
             model = detr_deploy.create_model(name, weights="random")
             forms = ["gridsample", "plugin"] if model.config.family == "deformable" else ["gridsample"]
             with torch.no_grad():
-                eager = median_latency(lambda m=model: m(torch.from_numpy(pixels), torch.from_numpy(mask)), args.runs)
+                eager = median_seconds(lambda m=model: m(torch.from_numpy(pixels), torch.from_numpy(mask)), args.runs)
             for form in forms:
                 path = Path(tmp) / f"{name}_{form}.onnx"
                 result = export_onnx(model, path, ExportConfig(msda=form, dynamic=True), log=lambda m: None)
                 backend = OnnxRuntimeBackend(path, threads=args.threads)
                 feeds = {"pixel_values": pixels, "pixel_mask": mask}
-                ort_latency = median_latency(lambda b=backend, f=feeds: b(f), args.runs)
+                ort_latency = median_seconds(lambda b=backend, f=feeds: b(f), args.runs)
                 out = backend(feeds)
                 with torch.no_grad():
                     ref = model(torch.from_numpy(pixels), torch.from_numpy(mask))

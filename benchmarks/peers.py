@@ -15,29 +15,18 @@ backbone needs torchvision, which does not import here). Latencies are medians; 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 import traceback
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import median_seconds
 
 from detr_deploy.export import ExportConfig, export_onnx
 from detr_deploy.export.verify import synthetic_batch
 from detr_deploy.models import create_model
-
-
-def median_seconds(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def hf_model(family: str, folder: Path):

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
+from timing import median_seconds
 
 
 def _inputs():
@@ -73,20 +72,12 @@ def _hf():
     return pre_only, both
 
 
-def _time(fn, runs: int) -> float:
-    for _ in range(20):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _worker(which: str, runs: int) -> None:
     pre_only, both = _ours() if which == "ours" else _hf()
-    print(json.dumps({"pre": _time(pre_only, runs), "total": _time(both, runs)}))
+    pre = median_seconds(pre_only, runs, warmup=20)
+    print(json.dumps({"pre": pre, "total": median_seconds(both, runs, warmup=20)}))
 
 
 def main() -> None:

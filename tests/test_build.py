@@ -141,5 +141,5 @@ def test_engine_builds_and_matches_onnxruntime(exported, tmp_path):
         for batch, h, w in [(1, 192, 256), (2, 256, 320)]:
             pixels, mask = synthetic_batch(batch, h, w, seed=h)
             feeds = {"pixel_values": pixels, "pixel_mask": mask}
-            a, b = trt_backend(dict(feeds)), ort_backend(feeds)
+            a, b = trt_backend(feeds), ort_backend(feeds)
             assert np.abs(a["logits"] - b["logits"]).max() < 1e-3

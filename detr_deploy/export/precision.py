@@ -54,6 +54,17 @@ class PrecisionReport:
                 f"{self.casts} casts")
 
 
+def replace_nodes(graph, nodes: list, new_initializers: list) -> None:
+    """Set the graph's nodes, add initializers, and drop the initializers nothing reads any more."""
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(new_initializers)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
 def node_module(node) -> tuple[str, str]:
     """(deepest module path, its class) of an exported node, e.g.
     ("model.transformer.encoder.layers.0.self_attn.value_proj", "torch.nn.modules.linear.Linear")."""
@@ -172,13 +183,7 @@ def convert_to_mixed_fp16(model, msda_fp16: bool = False):
         if float_inputs:
             report.fp32_nodes += 1
         nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend(new_initializers)
-    used = {name for node in graph.node for name in node.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    replace_nodes(graph, nodes, new_initializers)
     # keep the exporter's shapes (inference cannot see through plugin nodes); only the element types changed
     for vi in graph.value_info:
         if vi.name in half_tensors:

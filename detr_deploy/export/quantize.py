@@ -22,7 +22,7 @@ import numpy as np
 
 from .._optional import require
 from ..errors import ConfigError, ImageError
-from .precision import MSDA_CLASS, node_module
+from .precision import MSDA_CLASS, node_module, replace_nodes
 
 QUANT_OPS = {"Conv", "MatMul", "Gemm"}
 EXCLUDED_SCOPES = ("sampling_offsets", "attention_weights", "class_embed", "bbox_embed", "reference_points",
@@ -286,13 +286,7 @@ def insert_qdq(mixed_model, fp32_model, plan: QuantPlan, collector: RangeCollect
                                       name=w_dq))
         node.input[w_index] = w_dq
         nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend(new_inits)
-    used = {name for node in graph.node for name in node.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    replace_nodes(graph, nodes, new_inits)
     for opset in mixed_model.opset_import:
         if opset.domain in ("", "ai.onnx") and opset.version < 19:
             opset.version = 19  # QuantizeLinear/DequantizeLinear with FP16 scales

@@ -146,6 +146,8 @@ def train(config: TrainConfig, log=print) -> Path:
         torch.set_rng_state(state["torch_rng"])
         rng.bit_generator.state = json.loads(state["numpy_rng"])
         log(f"resumed from {checkpoint} at step {step}")
+        # the schedule follows the current --iterations, so the log must say when it changed
+        _log(out / "train.log", {"step": step, "resumed": True, "iterations": config.iterations})
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
     data = CocoDetection(config.data)
     val = CocoDetection(config.val_data) if config.val_data else None

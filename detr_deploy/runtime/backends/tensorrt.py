@@ -199,6 +199,7 @@ class TensorRTBackend(Backend):
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         trt = self.trt
+        host_inputs = []  # the copies read the host arrays asynchronously: keep them alive until synchronize
         for name in self.input_names:
             if name not in feeds:
                 raise ArtifactError(f"missing input {name!r}; the engine takes {self.input_names}")
@@ -210,7 +211,7 @@ class TensorRTBackend(Backend):
             ptr = self._device_buffer(name, array.nbytes)
             self.cuda.htod(ptr, array)
             self.context.set_tensor_address(name, ptr)
-            feeds[name] = array  # keep the host array alive until the copy has run
+            host_inputs.append(array)
         outputs = {}
         for name in self.output_names:
             shape = tuple(self.context.get_tensor_shape(name))
@@ -223,6 +224,7 @@ class TensorRTBackend(Backend):
         for array, ptr in outputs.values():
             self.cuda.dtoh(array, ptr)
         self.cuda.synchronize()
+        del host_inputs
         return {name: array for name, (array, _) in outputs.items()}
 
     def close(self) -> None:

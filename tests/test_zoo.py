@@ -1,0 +1,99 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The project's own trained model: the scene renderer, the training loop (smoke), and the shipped weights."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import detr_deploy
+from detr_deploy.zoo.shapes import CATEGORIES, RenderConfig, render_dataset, render_scene
+
+pytest.importorskip("skimage.data", reason="the renderer cuts backgrounds from scikit-image's photographs")
+WEIGHTS = Path(detr_deploy.__file__).parent / "zoo" / "weights" / "deformable_detr_shapes.safetensors"
+
+
+def test_renderer_is_deterministic_and_varied(tmp_path):
+    a = render_dataset(tmp_path / "a", 12, seed=5, progress=False)
+    b = render_dataset(tmp_path / "b", 12, seed=5, progress=False)
+    c = render_dataset(tmp_path / "c", 12, seed=6, progress=False)
+    assert a.read_text() == b.read_text() and a.read_text() != c.read_text()
+    for name in ("000000.jpg", "000007.jpg"):
+        assert (tmp_path / "a/images" / name).read_bytes() == (tmp_path / "b/images" / name).read_bytes()
+    coco = json.loads(a.read_text())
+    assert len(coco["categories"]) == len(CATEGORIES) >= 8
+    assert {im["width"] for im in coco["images"]} != {coco["images"][0]["width"]}  # varied sizes
+    for ann in coco["annotations"]:
+        image = coco["images"][ann["image_id"] - 1]
+        x, y, w, h = ann["bbox"]
+        assert 0 <= x and 0 <= y and x + w <= image["width"] + 1e-3 and y + h <= image["height"] + 1e-3
+        assert w > 0 and h > 0 and ann["area"] == pytest.approx(w * h, rel=1e-3)
+
+
+def test_scenes_span_small_to_large_objects():
+    sides = []
+    for index in range(60):
+        image, objects = render_scene(11, index)
+        short = min(image.size)
+        sides += [min(o["bbox"][2], o["bbox"][3]) / short for o in objects]
+    assert min(sides) < 0.06 and max(sides) > 0.4  # from about 12 px to nearly half the image
+    assert np.mean([len(render_scene(11, i)[1]) for i in range(20)]) > 2  # several objects per scene
+
+
+def test_training_smoke_and_resume(tmp_path):
+    from detr_deploy.train.trainer import TrainConfig, train
+
+    data = tmp_path / "data"
+    render_dataset(data, 6, seed=1, config=RenderConfig(max_side=320), progress=False)
+    config = TrainConfig("deformable-detr-shapes", str(data), str(tmp_path / "run"), val_data=str(data),
+                         iterations=2, batch_size=2, checkpoint_every=1, eval_every=2, eval_images=2, threads=1)
+    train(config, log=lambda m: None)
+    records = [json.loads(line) for line in (tmp_path / "run/train.log").read_text().splitlines()]
+    assert records[-1]["eval"]["mAP"] >= 0 and any(r.get("step") == 2 and "total" in r for r in records)
+    resumed = TrainConfig(**{**config.__dict__, "iterations": 3})
+    messages = []
+    weights = train(resumed, log=messages.append)
+    assert any("resumed" in m and "step 2" in m for m in messages)
+    model = detr_deploy.create_model("deformable-detr-shapes", weights=str(weights))
+    assert model.weights_info["format"] == "ours"
+
+
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason="the shipped weights are missing from this checkout")
+def test_shipped_model_detects_shapes_and_its_export_keeps_the_map(tmp_path):
+    """mAP@[.5:.95] on freshly rendered scenes (a seed never used in training), PyTorch and exported ONNX."""
+    from detr_deploy.export import ExportConfig, export_onnx
+    from detr_deploy.parity import ParityCheck
+
+    val = tmp_path / "val"
+    ann = render_dataset(val, 40, seed=7, progress=False)
+    coco = json.loads(ann.read_text())
+    torch.manual_seed(0)
+    model = detr_deploy.create_model("deformable-detr-shapes")  # offline: weights ship with the package
+    assert model.weights_info["source"].endswith("deformable_detr_shapes.safetensors")
+    path = tmp_path / "shapes.onnx"
+    export_onnx(model, path, ExportConfig(msda="plugin", dynamic=True), log=lambda m: None)
+    images = [str(val / "images" / im["file_name"]) for im in coco["images"]]
+    check = ParityCheck(model, [str(path)])
+    report = check.run(images, coco, [im["id"] for im in coco["images"]])
+    check.close()
+    result = report["artefacts"][0]
+    reference_map, onnx_map = result["coco"]["reference"]["mAP"], result["coco"]["artefact"]["mAP"]
+    print(f"\nshapes model on 40 fresh scenes: mAP PyTorch {reference_map:.3f}, ONNX (plugin form) {onnx_map:.3f}")
+    assert reference_map >= 0.5
+    assert abs(reference_map - onnx_map) <= 0.005
+    assert report["passed"]
+
+
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason="the shipped weights are missing from this checkout")
+def test_detr_export_of_the_shapes_model_works_offline(tmp_path, monkeypatch, capsys):
+    from detr_deploy.cli import export as export_cli
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    assert export_cli.run(export_cli.main, ["--model", "deformable-detr-shapes", "--input-size", "256x416",
+                                            "-o", "shapes.onnx"]) == 0
+    err = capsys.readouterr().err
+    assert "RANDOM" not in err and "deformable_detr_shapes.safetensors" in err and "verified (fp32)" in err
