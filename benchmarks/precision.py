@@ -4,7 +4,7 @@
 Run:  python benchmarks/precision.py [--models deformable-detr-shapes deformable-detr detr-r50] [--images 20]
 
 Per model, static exports (GridSample form, so onnxruntime runs every node natively): FP32; FP16 (mixed, the
-default rules); FP16 with half-storage MSDA (``msda_fp16``); INT8 (entropy calibration, default exclusions); INT8
+default rules); FP16 with half-storage MSDA (``msda_fp16``); INT8 (percentile calibration, default exclusions); INT8
 with nothing excluded. Each artefact runs through the runtime's Detector (top-100, threshold 0) and is compared
 with the FP32 artefact: fraction of its top-100 detections found again at IoU >= 0.9 with the same label, box L1
 (pixels) and score difference of those matches.

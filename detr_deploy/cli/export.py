@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     calib.add_argument("--calib", default=None, metavar="DIR", help="folder of calibration images (int8)")
     calib.add_argument("--calib-size", type=int, default=None, metavar="N",
                        help="use the first N images (default: all); fewer readable images is an error")
-    calib.add_argument("--calib-method", choices=["entropy", "percentile", "max"], default="entropy",
-                       help="activation range: entropy (KL, default), percentile (99.99) or max")
+    calib.add_argument("--calib-method", choices=["entropy", "percentile", "max"], default="percentile",
+                       help="activation range: percentile (99.99, default), entropy (KL, TensorRT's) or max")
     group.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     group.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check against PyTorch")
     return parser

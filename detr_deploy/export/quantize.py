@@ -37,13 +37,15 @@ class CalibrationConfig:
 
     Attributes:
         images: image files (see :func:`calibration_images`).
-        method: "entropy" (KL divergence, default), "percentile" or "max".
+        method: "percentile" (99.99th percentile of |x|, default), "entropy" (KL divergence) or "max".
+            Percentile is the default because entropy clipped too hard on the trained shapes model
+            (COCO mAP 0.538 -> 0.200 with entropy, 0.532 with percentile; MODEL_CARD.md).
         percentile: for "percentile", of |x| over all calibration data.
         excluded_scopes: module-path fragments never quantised.
     """
 
     images: list[str]
-    method: str = "entropy"
+    method: str = "percentile"
     percentile: float = 99.99
     excluded_scopes: tuple[str, ...] = EXCLUDED_SCOPES
 
