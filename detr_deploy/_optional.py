@@ -22,6 +22,7 @@ _EXTRAS = {
     "tensorrt": ("tensorrt", "trt"),
     "cuda": ("cuda-python", "trt"),
     "tqdm": ("tqdm", "export"),
+    "PIL": ("pillow", None),  # a base dependency, imported lazily so numpy-only callers need not load it
 }
 
 

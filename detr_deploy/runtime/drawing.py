@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import colorsys
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+
+from .._optional import require
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def label_color(label: int) -> tuple[int, int, int]:
@@ -21,6 +26,8 @@ def draw_detections(image: np.ndarray | Image.Image, detections: dict, line_widt
         image: ``HxWx3 uint8`` RGB or a PIL image (the original image the boxes refer to).
         detections: a Detector result (``boxes`` xyxy, ``scores``, ``labels``, ``names``).
     """
+    Image, ImageDraw, ImageFont = (require(f"PIL.{name}", "drawing detections")
+                                   for name in ("Image", "ImageDraw", "ImageFont"))
     canvas = Image.fromarray(image) if isinstance(image, np.ndarray) else image.convert("RGB")
     canvas = canvas.copy()
     draw = ImageDraw.Draw(canvas)

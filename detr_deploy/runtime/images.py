@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .._optional import require
 from ..errors import ImageError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Pillow refuses images above 2 * MAX_IMAGE_PIXELS (about 179 megapixels) as decompression bombs; same default here
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
@@ -55,6 +59,7 @@ def _open(path: Path, max_pixels: int) -> np.ndarray:
         raise ImageError(f"{where}: is a folder, not an image")
     if path.stat().st_size == 0:
         raise ImageError(f"{where}: empty file (0 bytes)")
+    Image, ImageOps = require("PIL.Image", "reading images"), require("PIL.ImageOps", "reading images")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit, on the header size
@@ -65,7 +70,7 @@ def _open(path: Path, max_pixels: int) -> np.ndarray:
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{where}: {exc} (decompression-bomb protection); raise PIL.Image.MAX_IMAGE_PIXELS if the "
                          "image is trusted") from exc
-    except UnidentifiedImageError as exc:
+    except Image.UnidentifiedImageError as exc:
         raise ImageError(f"{where}: not an image, or a format Pillow cannot read") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated/corrupt data surfaces as these in Pillow
         if isinstance(exc, ImageError):
@@ -80,9 +85,10 @@ def load_image(source: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """
     if isinstance(source, (str, os.PathLike)):
         return _open(Path(source), max_pixels)
-    if isinstance(source, Image.Image):
+    # a PIL image can only exist once Pillow is imported: numpy callers never load it
+    if "PIL.Image" in sys.modules and isinstance(source, sys.modules["PIL.Image"].Image):
         _check_size(source.width, source.height, "PIL image", max_pixels)
-        return _to_rgb(ImageOps.exif_transpose(source))
+        return _to_rgb(require("PIL.ImageOps").exif_transpose(source))
     if isinstance(source, np.ndarray):
         if source.dtype != np.uint8:
             raise ImageError(f"numpy images must be uint8 RGB (HxWx3); got dtype {source.dtype}. Convert with "

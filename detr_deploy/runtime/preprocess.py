@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
+from .._optional import require
 from ..errors import ConfigError
 from .metadata import Preprocess
 
@@ -77,6 +77,7 @@ def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Pillow bilinear resize of an ``HxWx3 uint8`` array to (height, width)."""
     if image.shape[:2] == tuple(size):
         return image
+    Image = require("PIL.Image", "resizing images")
     return np.asarray(Image.fromarray(image).resize((size[1], size[0]), resample=Image.BILINEAR))
 
 
