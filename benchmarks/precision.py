@@ -114,10 +114,13 @@ def main() -> None:
                 export_onnx(model, path, config, log=lambda m: None)
                 with Detector(path, threshold=0.0, threads=args.threads) as detector:
                     results[label] = detector(images)
-                print(f"  {name} {label}: exported and ran in {time.time() - start:.0f}s", flush=True)
-            for label in results:
-                if label != "fp32":
+                line = f"  {name} {label}: exported and ran in {time.time() - start:.0f}s"
+                if label != "fp32":  # a row as soon as it is known: full-size runs take minutes per graph
                     rows.append((name, label, len(images), compare(results["fp32"], results[label])))
+                    m = rows[-1][3]
+                    line += (f"; matched {m['matched']:.1%}, box L1 {m['box_l1_mean']:.2f}/{m['box_l1_max']:.2f} px, "
+                             f"score delta {m['score_mean']:.4f}/{m['score_max']:.4f}")
+                print(line, flush=True)
     print("\nagreement with the FP32 graph, top-100 detections per image, IoU >= 0.9 and same label")
     print(f"{'model':<24} {'graph':<24} {'imgs':>4} {'matched':>8} {'box L1 mean/max px':>20} "
           f"{'score delta mean/max':>21}")

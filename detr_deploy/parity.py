@@ -63,7 +63,9 @@ DEFAULT_TOLERANCES = {
                       max_coco_map_drop=0.005),
     "fp16": Tolerance(0.5, 0.05, 0.85, min_matched=0.9, max_score_delta=0.05, max_map_drop=0.05,
                       max_coco_map_drop=0.02),
-    "int8": Tolerance(3.0, 0.2, 0.5, min_matched=0.6, max_score_delta=0.2, max_map_drop=0.25,
+    # INT8 max limits sit above the worst outlier of a good graph (the shapes model, percentile calibration: max
+    # |dbox| 0.21, max score delta 0.44 over 1314 detections, COCO mAP -0.002); matched and mAP drop catch bad ones
+    "int8": Tolerance(3.0, 0.3, 0.5, min_matched=0.6, max_score_delta=0.5, max_map_drop=0.25,
                       max_coco_map_drop=0.1),
 }
 

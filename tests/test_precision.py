@@ -2,6 +2,8 @@
 """FP16 and INT8 graphs: run in onnxruntime, stay close to FP32, and have the structure TensorRT needs."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -17,7 +19,7 @@ from detr_deploy.export.quantize import (
     calibration_images,
     entropy_threshold_bin,
 )
-from detr_deploy.export.verify import synthetic_batch
+from detr_deploy.export.verify import synthetic_batch, verify_onnx
 from detr_deploy.parity import compare_outputs
 from detr_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from detr_deploy.runtime.metadata import read_onnx_metadata
@@ -104,6 +106,12 @@ def test_int8_graph_runs_with_symmetric_qdq_on_conv_and_matmul_inputs(form, meth
     assert diff.mean_abs_logits <= INT8_LIMITS["mean_abs_logits"]
     assert diff.max_abs_boxes <= INT8_LIMITS["max_abs_boxes"]
     assert diff.top_k_agreement >= INT8_LIMITS["top_k"]
+    # detr-export verifies INT8 graphs on the calibration images, not on synthetic noise
+    lines = []
+    on_images = verify_onnx(model, path, dynamic=False, log=lines.append, images=calibration.images)
+    assert [d.label for d in on_images] == [os.path.basename(p) for p in calibration.images[:2]]
+    print("\n".join(lines))
+    assert "calibration images" in lines[0] and all(np.isfinite(d.max_abs_logits) for d in on_images)
 
     proto = onnx.load(str(path))
     assert proto.opset_import[0].version >= 19
@@ -134,6 +142,24 @@ def test_int8_graph_runs_with_symmetric_qdq_on_conv_and_matmul_inputs(form, meth
     for node in proto.graph.node:
         if node.name in left_out:
             assert not set(node.input) & produced_by_dq, f"{node.name} ({left_out[node.name]}) was quantised"
+
+
+def test_int8_with_nothing_excluded_quantizes_fp32_scopes_and_shared_heads(tmp_path, calib_dir):
+    """The benchmark's "nothing excluded" graph: FP32-scope nodes fed by FP16 ones, a box head shared by layers."""
+    model = tiny_model("deformable-detr")
+    path = tmp_path / "int8_all.onnx"
+    calibration = CalibrationConfig(calibration_images(calib_dir, 2), method="max", excluded_scopes=())
+    export_onnx(model, path, ExportConfig(msda="gridsample", dynamic=False, input_size=(160, 192), batch=2,
+                                          precision="int8", calibration=calibration), **QUIET)
+    proto = onnx.load(str(path))
+    outputs = [name for node in proto.graph.node for name in node.output]
+    assert len(outputs) == len(set(outputs)), "every tensor written once"
+    left_out = read_onnx_metadata(proto).extra["int8"]["left_out"]
+    assert set(left_out.values()) <= {"product of two activations"}  # sampling offsets, heads: all quantised
+    diff = _diff(model, path, "deformable")
+    print(f"\nINT8 nothing excluded vs FP32 PyTorch: max|dlogit| {diff.max_abs_logits:.2e} "
+          f"max|dbox| {diff.max_abs_boxes:.2e} top-k {diff.top_k_agreement:.1%}")
+    assert np.isfinite(diff.max_abs_logits) and diff.max_abs_boxes <= 0.5
 
 
 def test_calibration_folder_errors(tmp_path, calib_dir):

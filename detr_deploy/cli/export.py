@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     if not args.no_verify:
         tolerance = DEFAULT_TOLERANCES[args.precision]
-        diffs = verify_onnx(model, result.path, dynamic=not static, log=log)
+        diffs = verify_onnx(model, result.path, dynamic=not static, log=log,
+                            images=calibration.images if calibration else None)
         problems = [f"{d.label}: {p}" for d in diffs for p in d.violations(tolerance)]
         worst = max(max(d.max_abs_logits, d.max_abs_boxes) for d in diffs)
         if problems:

@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--out-dir", default="detr_infer_out", help="output folder (default detr_infer_out)")
     parser.add_argument("--threshold", type=float, default=0.5, help="keep detections with score > this (0.5)")
-    parser.add_argument("--batch", type=int, default=1, help="images per inference call (default 1)")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="images per inference call (default 1); a batch is padded to its largest image, which "
+                        "changes Deformable DETR's detections: batch images of one size")
     parser.add_argument("--no-draw", action="store_true", help="do not write annotated images")
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default=None,

@@ -175,19 +175,13 @@ def entropy_threshold_bin(hist: np.ndarray, levels: int = 128) -> int:
 def calibration_batches(images: list[str], metadata) -> list[dict[str, np.ndarray]]:
     """The artefact's own preprocessing of the calibration images: one feed per batch (static batches filled)."""
     from ..runtime.images import load_image
-    from ..runtime.preprocess import normalization_table, preprocess
+    from ..runtime.preprocess import normalization_table, preprocess_for
 
-    pre = metadata.preprocess
     batch = metadata.inputs["pixel_values"]["shape"][0]
     size = batch if isinstance(batch, int) else 1
-    pad_to = tuple(pre.input_size) if pre.input_size else None
-    table = normalization_table(pre)
-    feeds = []
-    for start in range(0, len(images), size):
-        chunk = [load_image(path) for path in images[start:start + size]]
-        chunk += [chunk[0]] * (size - len(chunk))
-        feeds.append(preprocess(chunk, pre, pad_to, table).feeds())
-    return feeds
+    table = normalization_table(metadata.preprocess)
+    return [preprocess_for([load_image(path) for path in images[start:start + size]], metadata, table).feeds()
+            for start in range(0, len(images), size)]
 
 
 def collect_ranges(fp32_model, plan: QuantPlan, batches: Iterable[dict[str, np.ndarray]], method: str,
@@ -240,17 +234,22 @@ def insert_qdq(mixed_model, fp32_model, plan: QuantPlan, collector: RangeCollect
     zero = numpy_helper.from_array(np.array(0, np.int8), "qdq_zero_point")
     new_inits.append(zero)
 
-    def base(name: str) -> str:  # FP16 copies/casts made by the precision pass end in __fp16
-        return name[:-len("__fp16")] if name.endswith("__fp16") else name
+    def base(name: str) -> str:
+        # the precision pass names its FP16 copies/casts <name>__fp16, and <name>__fp32 the casts back for FP32
+        # nodes fed by FP16 ones (a planned node in an FP32 scope when nothing is excluded)
+        return name[:-len("__fp16")] if name.endswith(("__fp16", "__fp32")) else name
 
     for node in graph.node:
         if node.name not in plan.nodes:
             nodes.append(node)
             continue
         activation, weight = plan.nodes[node.name]
-        act_index = next(i for i, n in enumerate(node.input[:2]) if base(n) == activation)
+        act_index = next((i for i, n in enumerate(node.input[:2]) if base(n) == activation), None)
+        if act_index is None:
+            raise RuntimeError(f"INT8: node {node.name} no longer reads {activation} after the FP16 pass "
+                               f"(inputs {list(node.input)}); please report this with the model variant")
         w_index = 1 - act_index
-        act_name, w_name = node.input[act_index], node.input[w_index]
+        act_name = node.input[act_index]
         dtype = types.get(act_name, TensorProto.FLOAT)
         np_dtype = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
         # activation: one Q/DQ per tensor and precision, shared by its consumers
@@ -265,27 +264,32 @@ def insert_qdq(mixed_model, fp32_model, plan: QuantPlan, collector: RangeCollect
             done[key] = dq
         node.input[act_index] = done[key]
         # weight: int8 per output channel (Conv W [out,...]: axis 0; MatMul X @ W [in, out]: axis 1;
-        # Gemm with transB: B [out, in]: axis 0)
-        w = numpy_helper.to_array(fp32_weights[weight]).astype(np.float32)
+        # Gemm with transB: B [out, in]: axis 0). One DequantizeLinear per weight and precision, shared by the
+        # nodes that share the weight (a decoder head applied at every layer).
         if node.op_type == "MatMul":
-            axis = w.ndim - 1
+            axis = len(fp32_weights[weight].dims) - 1
         elif node.op_type == "Gemm":
             trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
             axis = 0 if trans_b else 1
         else:
             axis = 0
-        reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
-        w_scale = np.maximum(np.abs(w).max(axis=reduce_axes), 1e-8) / QMAX
-        shape = [1] * w.ndim
-        shape[axis] = -1
-        w_q = np.clip(np.round(w / w_scale.reshape(shape)), -QMAX, QMAX).astype(np.int8)
-        q_init = numpy_helper.from_array(w_q, f"{base(w_name)}__int8")
-        s_init = numpy_helper.from_array(w_scale.astype(np_dtype), f"{base(w_name)}__w_scale")
-        z_init = numpy_helper.from_array(np.zeros(w_scale.shape, np.int8), f"{base(w_name)}__w_zero_point")
-        new_inits += [q_init, s_init, z_init]
-        w_dq = f"{base(w_name)}__w_dq"
-        nodes.append(helper.make_node("DequantizeLinear", [q_init.name, s_init.name, z_init.name], [w_dq], axis=axis,
-                                      name=w_dq))
+        w_key = (weight, dtype, node.op_type, axis)
+        if w_key not in done:
+            w = numpy_helper.to_array(fp32_weights[weight]).astype(np.float32)
+            reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
+            w_scale = np.maximum(np.abs(w).max(axis=reduce_axes), 1e-8) / QMAX
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            w_q = np.clip(np.round(w / w_scale.reshape(shape)), -QMAX, QMAX).astype(np.int8)
+            stem = f"{weight}__{node.op_type}{axis}" + ("_fp16" if dtype == TensorProto.FLOAT16 else "")
+            q_init = numpy_helper.from_array(w_q, f"{stem}__int8")
+            s_init = numpy_helper.from_array(w_scale.astype(np_dtype), f"{stem}__w_scale")
+            z_init = numpy_helper.from_array(np.zeros(w_scale.shape, np.int8), f"{stem}__w_zero_point")
+            new_inits += [q_init, s_init, z_init]
+            done[w_key] = f"{stem}__w_dq"
+            nodes.append(helper.make_node("DequantizeLinear", [q_init.name, s_init.name, z_init.name], [done[w_key]],
+                                          axis=axis, name=done[w_key]))
+        w_dq = done[w_key]
         node.input[w_index] = w_dq
         nodes.append(node)
     replace_nodes(graph, nodes, new_inits)

@@ -44,15 +44,37 @@ def verification_inputs(metadata, dynamic: bool) -> list[tuple[str, np.ndarray, 
     return cases
 
 
+def image_inputs(paths: list[str], metadata, dynamic: bool) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Up to two images through the artefact's preprocessing, one per batch; dynamic: also both as a padded batch."""
+    from ..runtime.images import load_image
+    from ..runtime.preprocess import preprocess_for
+
+    images = [(os.path.basename(p), load_image(p)) for p in paths[:2]]
+    groups = [[item] for item in images] + ([images] if dynamic and len(images) == 2 else [])
+    cases = []
+    for group in groups:
+        feeds = preprocess_for([image for _, image in group], metadata).feeds()
+        label = " + ".join(name for name, _ in group) + (" padded" if len(group) > 1 else "")
+        cases.append((label, feeds["pixel_values"], feeds["pixel_mask"]))
+    return cases
+
+
 def verify_onnx(model: nn.Module, onnx_path: str | os.PathLike, dynamic: bool,
-                log: Callable[[str], None] = print, threads: int | None = None) -> list[OutputDiff]:
-    """Run the ONNX file (plugin nodes through the CPU kernel) and the PyTorch model; print and return the diffs."""
+                log: Callable[[str], None] = print, threads: int | None = None,
+                images: list[str] | None = None) -> list[OutputDiff]:
+    """Run the ONNX file (plugin nodes through the CPU kernel) and the PyTorch model; print and return the diffs.
+
+    ``images``: verify on (the first two of) these files instead of synthetic inputs. INT8 exports pass their
+    calibration images: activation ranges fit the user's images, and noise-like synthetic inputs fall outside them.
+    """
     backend = OnnxRuntimeBackend(onnx_path, threads=threads)
     family, top_k = backend.metadata.family, backend.metadata.postprocess.top_k
     results = []
-    log("verification against PyTorch (onnxruntime, CPU):")
+    log("verification against PyTorch (onnxruntime, CPU" + (", calibration images):" if images else "):"))
     log(TABLE_HEADER)
-    for label, pixels, mask in verification_inputs(backend.metadata, dynamic):
+    cases = image_inputs(images, backend.metadata, dynamic) if images else verification_inputs(backend.metadata,
+                                                                                                 dynamic)
+    for label, pixels, mask in cases:
         artefact = backend({"pixel_values": pixels, "pixel_mask": mask})
         with torch.no_grad():
             ref = model(torch.from_numpy(pixels), torch.from_numpy(mask))

@@ -12,7 +12,7 @@ from ..errors import ArtifactError, ImageError
 from .backends.base import Backend
 from .images import DEFAULT_MAX_PIXELS, describe, load_image
 from .postprocess import postprocess
-from .preprocess import Batch, normalization_table, preprocess
+from .preprocess import Batch, normalization_table, preprocess_for
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -39,7 +39,9 @@ class Detector:
         artifact: ``model.onnx`` or ``model.engine`` written by detr-export/detr-build; pre/post-processing
             settings come from its metadata.
         threshold: default score threshold (``score > threshold`` is kept).
-        batch_size: images per inference call (a static artefact's own batch size wins).
+        batch_size: images per inference call (a static artefact's own batch size wins). A batch is padded to
+            its largest image, and padding changes Deformable DETR's output (reference behaviour): 1, or images
+            of one size, for accuracy.
         backend: "onnxruntime" or "tensorrt"; None picks by file suffix.
         max_pixels: images above this are refused (decompression-bomb protection).
         **backend_options: passed to the backend (e.g. ``device="cuda"``, ``threads=2``, ``plugin_libraries``).
@@ -64,10 +66,7 @@ class Detector:
 
     def preprocess(self, images: list[np.ndarray]) -> Batch:
         """``HxWx3 uint8`` arrays -> a batch (filled to a static artefact's batch size with copies)."""
-        filled = list(images)
-        if self.static_batch:
-            filled += [images[0]] * (self.static_batch - len(images))
-        return preprocess(filled, self.metadata.preprocess, self.pad_to, self._table, self._buffers)
+        return preprocess_for(images, self.metadata, self._table, self._buffers)
 
     def infer(self, batch: Batch) -> dict[str, np.ndarray]:
         return self.backend(batch.feeds())

@@ -120,3 +120,19 @@ def preprocess(images: list[np.ndarray], pre: Preprocess, pad_to: tuple[int, int
                 target[...] = np.take(table[c], r[:, :, c], mode="clip")
         pixel_mask[i, :h, :w] = 1
     return Batch(pixel_values, pixel_mask, [img.shape[:2] for img in images], [r.shape[:2] for r in resized])
+
+
+def preprocess_for(images: list[np.ndarray], metadata, table: np.ndarray | None = None,
+                   buffers: dict | None = None) -> Batch:
+    """:func:`preprocess` as an artefact expects it (``metadata``: its :class:`ArtifactMetadata`).
+
+    Padded to a static artefact's input size, and a static batch filled with copies of the first image (the caller
+    keeps only the first ``len(images)`` results).
+    """
+    pre = metadata.preprocess
+    batch = metadata.inputs["pixel_values"]["shape"][0]
+    filled = list(images)
+    if isinstance(batch, int):
+        filled += [images[0]] * (batch - len(images))
+    pad_to = tuple(pre.input_size) if pre.input_size else None
+    return preprocess(filled, pre, pad_to, table, buffers)

@@ -174,9 +174,10 @@ def render_dataset(out: str | os.PathLike, count: int, seed: int, config: Render
             pass
     for index in range(count):
         image, objects = render_scene(seed, index, config)
-        name = f"{index:06d}.jpg"
-        image.save(out / "images" / name, quality=92)
+        # named by image id, so detr-infer's numeric-name ids line up with annotations.json
         image_id = index + 1
+        name = f"{image_id:06d}.jpg"
+        image.save(out / "images" / name, quality=92)
         images.append({"id": image_id, "file_name": name, "width": image.width, "height": image.height})
         for obj in objects:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0,
