@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from timing import median_seconds
 
+from detr_deploy import create_model
 from detr_deploy.export import ExportConfig, export_onnx
 from detr_deploy.export.verify import synthetic_batch
-from detr_deploy.models import create_model
 
 
 def hf_model(family: str, folder: Path):

@@ -5,8 +5,8 @@ Run:  python benchmarks/precision.py [--models deformable-detr-shapes deformable
 
 Per model, static exports (GridSample form, so onnxruntime runs every node natively): FP32; FP16 (mixed, the
 default rules); FP16 with half-storage MSDA (``msda_fp16``); INT8 (percentile calibration, default exclusions); INT8
-with nothing excluded. Each artefact runs through the runtime's Detector (top-100, threshold 0) and is compared
-with the FP32 artefact: fraction of its top-100 detections found again at IoU >= 0.9 with the same label, box L1
+with nothing excluded. Each artifact runs through the runtime's Detector (top-100, threshold 0) and is compared
+with the FP32 artifact: fraction of its top-100 detections found again at IoU >= 0.9 with the same label, box L1
 (pixels) and score difference of those matches.
 
 Images: the trained deformable-detr-shapes model gets freshly rendered scenes (seed 3; calibration seed 4). The
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 import detr_deploy
+from detr_deploy.compare import match_detections
 from detr_deploy.export import ExportConfig, export_onnx
 from detr_deploy.export.quantize import CalibrationConfig
-from detr_deploy.parity import match_detections
 from detr_deploy.runtime import Detector
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry", "coins", "hubble_deep_field",
@@ -53,7 +53,7 @@ def photo_files(folder: Path, names: list[str]) -> list[str]:
 def rendered_files(folder: Path, count: int, seed: int) -> list[str]:
     from detr_deploy.zoo.shapes import render_dataset
 
-    render_dataset(folder, count, seed, progress=False)
+    render_dataset(folder, count, seed, show_progress=False)
     return sorted(str(p) for p in (folder / "images").glob("*.jpg"))
 
 

@@ -32,8 +32,8 @@ def _inputs():
 
 
 def _ours():
-    from detr_deploy.runtime import load_image, postprocess, preprocess
-    from detr_deploy.runtime.metadata import Postprocess, Preprocess
+    from detr_deploy.artifact.metadata import Postprocess, Preprocess
+    from detr_deploy.runtime import load_image, postprocess_detections, preprocess_images
     from detr_deploy.runtime.preprocess import normalization_table
 
     image, logits, boxes = _inputs()
@@ -41,11 +41,11 @@ def _ours():
     table, buffers = normalization_table(pre), {}  # what Detector keeps between calls
 
     def pre_only():
-        return preprocess([load_image(image)], pre, table=table, buffers=buffers)
+        return preprocess_images([load_image(image)], pre, table=table, buffers=buffers)
 
     def both():
         batch = pre_only()
-        return postprocess(logits, boxes, post, batch.original_sizes, 0.5)
+        return postprocess_detections(logits, boxes, post, batch.original_sizes, 0.5)
 
     return pre_only, both
 

@@ -18,6 +18,8 @@ _EXTRAS = {
     "safetensors": ("safetensors", "export"),
     "huggingface_hub": ("huggingface_hub", "export"),
     "scipy": ("scipy", "train"),
+    "skimage": ("scikit-image", "shapes"),
+    "onnxruntime_extensions": ("onnxruntime-extensions", "export"),
     "pycocotools": ("pycocotools", "eval"),
     "tensorrt": ("tensorrt", "trt"),
     "cuda": ("cuda-python", "trt"),

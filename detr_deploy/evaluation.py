@@ -1,27 +1,18 @@
 # SPDX-License-Identifier: Apache-2.0
-"""COCO detection metrics through pycocotools (``pip install 'detr-deploy[eval]'``)."""
+"""True COCO detection metrics through pycocotools (``pip install 'detr-deploy[eval]'``), for ``--coco``
+annotations; results come from ``detr_deploy.runtime.coco.coco_results``. The gate's mAP of an artifact against
+the reference's detections needs no pycocotools (``detr_deploy.compare.detection_map``)."""
 from __future__ import annotations
 
 import contextlib
 import copy
 import io
-from typing import Any
 
 import numpy as np
 
 from ._optional import require
 
 STAT_NAMES = ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large")
-
-
-def to_coco_results(image_id: int, detections: dict) -> list[dict[str, Any]]:
-    """A runtime result (xyxy boxes in pixels) -> COCO results entries ([x, y, w, h])."""
-    out = []
-    for box, score, label in zip(detections["boxes"], detections["scores"], detections["labels"]):
-        x0, y0, x1, y1 = (float(v) for v in box)
-        out.append({"image_id": int(image_id), "category_id": int(label), "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "score": float(score)})
-    return out
 
 
 def coco_map(ground_truth: dict, results: list[dict], image_ids: list[int] | None = None) -> dict[str, float]:

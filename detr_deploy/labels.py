@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Label names. Torch-free: the runtime reads these when an artefact carries no id2label."""
+"""Label names. Torch-free: the runtime reads these when an artifact carries no id2label."""
 from __future__ import annotations
 
 # COCO detection: logit index = COCO category id (1..90); unused ids are "N/A", as in the
@@ -27,3 +27,9 @@ def default_id2label(num_classes: int) -> dict[int, str]:
     if num_classes == 91:
         return dict(COCO_ID2LABEL)
     return {i: f"class_{i}" for i in range(num_classes)}
+
+
+# detr-deploy's rendered shapes scenes (detr_deploy/zoo/shapes): category id = index
+SHAPES = ("circle", "square", "triangle", "star")
+SHAPE_COLOURS = ("red", "blue")
+SHAPES_CATEGORIES = tuple(f"{colour} {shape}" for colour in SHAPE_COLOURS for shape in SHAPES)

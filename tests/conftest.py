@@ -195,21 +195,33 @@ def tiny_overrides(variant: str) -> dict:
                 ffn_dim=32, num_queries=queries, num_classes=5)
 
 
-def tiny_model(variant: str, seed: int = 0):
-    """A tiny, randomised (non-degenerate) version of a registered variant, in eval mode."""
+def tiny_model(variant: str, seed: int = 0, randomize: bool = True, **overrides):
+    """A tiny version of a registered variant (``overrides`` change it further), randomised so that its outputs are
+    far from the degenerate initial ones, in eval mode."""
     import torch
 
     import detr_deploy
 
     torch.manual_seed(seed)
-    model = detr_deploy.create_model(variant, weights="random", **tiny_overrides(variant))
-    randomize_(model, seed=seed + 1)
+    model = detr_deploy.create_model(variant, weights="random", **{**tiny_overrides(variant), **overrides})
+    if randomize:
+        randomize_(model, seed=seed + 1)
     return model
+
+
+def onnx_vs_torch(model, path, pixels, mask):
+    """The exported file in onnxruntime against the PyTorch model on one batch: an ``OutputDiff``."""
+    from detr_deploy.export.verify import compare_with_model
+    from detr_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    with OnnxRuntimeBackend(path) as backend:
+        return compare_with_model(model, backend, [("batch", pixels, mask)], log=lambda line: None)[0]
 
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
-    """``exported(variant, form="plugin", dynamic=False, size=(160, 192), batch=2) -> (model, onnx_path)``.
+    """``exported(variant, form="plugin", dynamic=False, size=(160, 192), batch=2, precision="fp32",
+    calibration=None) -> (model, onnx_path)``.
 
     Exports are slow on a CPU (10-60 s); each configuration is exported once per test session and shared.
     """
@@ -218,14 +230,72 @@ def exported(tmp_path_factory):
     cache: dict = {}
     folder = tmp_path_factory.mktemp("exports")
 
-    def get(variant: str, form: str = "plugin", dynamic: bool = False, size=(160, 192), batch: int = 2):
-        key = (variant, form, dynamic, tuple(size), batch)
+    def get(variant: str, form: str = "plugin", dynamic: bool = False, size=(160, 192), batch: int = 2,
+            precision: str = "fp32", calibration=None):
+        key = (variant, form, dynamic, tuple(size), batch, precision, calibration and calibration.method)
         if key not in cache:
             model = tiny_model(variant)
-            path = folder / f"{variant}_{form}_{'dyn' if dynamic else 'static'}_{size[0]}x{size[1]}_b{batch}.onnx"
-            export_onnx(model, path, ExportConfig(msda=form, dynamic=dynamic, input_size=tuple(size), batch=batch),
+            path = folder / (f"{variant}_{form}_{'dyn' if dynamic else 'static'}_{size[0]}x{size[1]}_b{batch}_"
+                             f"{precision}{'_' + calibration.method if calibration else ''}.onnx")
+            export_onnx(model, path, ExportConfig(msda=form, dynamic=dynamic, input_size=tuple(size), batch=batch,
+                                                  precision=precision, calibration=calibration),
                         log=lambda message: None)
             cache[key] = (model, path)
         return cache[key]
+
+    return get
+
+
+# --- real photographs (scikit-image ships them offline) -----------------------------------------------------------
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry")
+
+
+def photo(name: str):
+    """A scikit-image photograph as a PIL image (skips the test when scikit-image is missing)."""
+    skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the photographs used here")
+    from PIL import Image
+
+    return Image.fromarray(getattr(skdata, name)())
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory):
+    """A folder of the PHOTOS as JPEG files, written once per session."""
+    folder = tmp_path_factory.mktemp("photos")
+    for name in PHOTOS:
+        photo(name).convert("RGB").save(folder / f"{name}.jpg", quality=95)
+    return folder
+
+
+# --- the shipped shapes model and fresh scenes ----------------------------------------------------------------------
+SHAPES_WEIGHTS = Path(__file__).resolve().parents[1] / "detr_deploy/zoo/weights/deformable_detr_shapes.safetensors"
+
+
+@pytest.fixture(scope="session")
+def shapes_model():
+    """The shipped deformable-detr-shapes model (loaded once per session)."""
+    if not SHAPES_WEIGHTS.is_file():
+        pytest.skip("the shipped shapes weights are missing from this checkout")
+    import detr_deploy
+
+    return detr_deploy.create_model("deformable-detr-shapes")
+
+
+@pytest.fixture(scope="session")
+def shapes_scenes(tmp_path_factory):
+    """``shapes_scenes(seed, count) -> (images folder, COCO dict)``, rendered once per session per (seed, count)."""
+    pytest.importorskip("skimage.data", reason="the renderer cuts backgrounds from scikit-image's photographs")
+    import json
+
+    from detr_deploy.zoo.shapes import render_dataset
+
+    cache: dict = {}
+
+    def get(seed: int, count: int):
+        if (seed, count) not in cache:
+            out = tmp_path_factory.mktemp(f"scenes_{seed}_{count}") / "data"
+            annotations = render_dataset(out, count, seed, show_progress=False)
+            cache[seed, count] = (out / "images", json.loads(annotations.read_text()))
+        return cache[seed, count]
 
     return get

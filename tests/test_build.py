@@ -9,6 +9,9 @@ import numpy as np
 import onnx
 import pytest
 
+from detr_deploy.artifact.kinds import sidecar_path
+from detr_deploy.artifact.metadata import ArtifactMetadata, MSDAInfo, read_onnx_metadata
+from detr_deploy.artifact.tensorrt import check_engine_compatibility, engine_metadata
 from detr_deploy.cli import build as build_cli
 from detr_deploy.errors import ArtifactError, ConfigError
 from detr_deploy.export.trt_build import (
@@ -20,8 +23,6 @@ from detr_deploy.export.trt_build import (
     trtexec_command,
     write_engine,
 )
-from detr_deploy.runtime.backends.tensorrt import check_engine_compatibility, engine_metadata, sidecar_path
-from detr_deploy.runtime.metadata import ArtifactMetadata, MSDAInfo, read_onnx_metadata
 
 
 @pytest.fixture(scope="module")

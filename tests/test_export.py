@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 
-import numpy as np
 import onnx
 import pytest
 import torch
 
 import detr_deploy
+from detr_deploy.artifact.metadata import read_onnx_metadata
 from detr_deploy.cli import export as export_cli
 from detr_deploy.export import ExportConfig, export_onnx
 from detr_deploy.export.verify import synthetic_batch
-from detr_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from detr_deploy.runtime.metadata import read_onnx_metadata
 from detr_deploy.weights import ours_to_official
 
-from conftest import key_spec, synthetic_state, tiny_model, tiny_overrides
+from conftest import key_spec, onnx_vs_torch, synthetic_state, tiny_model, tiny_overrides
 
 TOLERANCE = 1e-4
 DEFORMABLE = ["deformable-detr", "deformable-detr-single-scale", "deformable-detr-refine",
@@ -26,25 +26,29 @@ DEFORMABLE = ["deformable-detr", "deformable-detr-single-scale", "deformable-det
 # tiny overrides replace the backbone, so tiny r101 == tiny r50: R101 is covered by the key-layout tests
 DETR = ["detr-r50", "detr-r50-dc5"]
 CASES = [(v, "gridsample") for v in DETR] + [(v, f) for v in DEFORMABLE for f in ("plugin", "gridsample")]
+DYNAMIC_SIZE = (192, 256)  # the example size of every dynamic test export (shared with the runtime tests)
 QUIET = {"log": lambda message: None}
 
 
 def _run_both(model, path, pixels, mask):
-    with OnnxRuntimeBackend(path) as backend:
-        out = backend({"pixel_values": pixels, "pixel_mask": mask})
-    with torch.no_grad():
-        ref = model(torch.from_numpy(pixels), torch.from_numpy(mask))
-    return (float(np.abs(out["logits"] - ref["logits"].numpy()).max()),
-            float(np.abs(out["pred_boxes"] - ref["pred_boxes"].numpy()).max()))
+    diff = onnx_vs_torch(model, path, pixels, mask)
+    return diff.max_abs_logits, diff.max_abs_boxes
 
 
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
 @pytest.mark.parametrize("variant,form", CASES)
-def test_every_variant_exports_and_matches_pytorch(variant, form, exported):
-    model, path = exported(variant, form)
-    pixels, mask = synthetic_batch(2, 160, 192, valid=[(160, 192), (120, 150)], seed=3)
-    d_logits, d_boxes = _run_both(model, path, pixels, mask)
-    print(f"\n{variant} [{form}] onnxruntime vs PyTorch: max|dlogits|={d_logits:.2e} max|dboxes|={d_boxes:.2e}")
-    assert d_logits <= TOLERANCE and d_boxes <= TOLERANCE
+def test_every_variant_exports_and_matches_pytorch(variant, form, dynamic, exported):
+    """Every variant x MSDA form x shape mode; dynamic files at two sizes and a padded batch of two."""
+    model, path = exported(variant, form, dynamic=dynamic, size=DYNAMIC_SIZE if dynamic else (160, 192))
+    inputs = [(2, 160, 192, [(160, 192), (120, 150)])]
+    if dynamic:
+        inputs = [(1, 192, 256, None), (1, 288, 224, None), (2, 240, 320, [(240, 320), (180, 200)])]
+    for batch, h, w, valid in inputs:
+        pixels, mask = synthetic_batch(batch, h, w, valid=valid, seed=h + w)
+        d_logits, d_boxes = _run_both(model, path, pixels, mask)
+        print(f"\n{variant} [{form}, {'dynamic' if dynamic else 'static'}] {batch}x{h}x{w}: onnxruntime vs PyTorch "
+              f"max|dlogits|={d_logits:.2e} max|dboxes|={d_boxes:.2e}")
+        assert d_logits <= TOLERANCE and d_boxes <= TOLERANCE
     proto = onnx.load(str(path))
     ops = {n.op_type for n in proto.graph.node}
     plugin_nodes = [n for n in proto.graph.node if n.op_type == "MultiscaleDeformableAttnPlugin_TRT"]
@@ -54,34 +58,18 @@ def test_every_variant_exports_and_matches_pytorch(variant, form, exported):
         layers = model.config.encoder_layers + model.config.decoder_layers
         assert len(plugin_nodes) == (layers if form == "plugin" else 0)
     assert "LayerNormalization" in ops and not ops & {"Dropout", "BatchNormalization"}
+    dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input]
+    expected = [["batch", 3, "height", "width"], ["batch", "height", "width"]] if dynamic else \
+        [[2, 3, 160, 192], [2, 160, 192]]
+    assert dims == expected
     meta = read_onnx_metadata(proto)
     assert meta.variant == variant and meta.num_queries == model.config.num_queries
 
 
 @pytest.fixture(scope="module")
 def dynamic_two_stage(exported):
-    """One dynamic plugin-form export of the hardest variant (two-stage + refine), shared by several tests."""
-    return exported("deformable-detr-two-stage", "plugin", dynamic=True, size=(192, 256))
-
-
-def test_dynamic_shapes_work_at_two_sizes_and_padded_batch(dynamic_two_stage):
-    model, path = dynamic_two_stage
-    proto = onnx.load(str(path))
-    dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input]
-    assert dims == [["batch", 3, "height", "width"], ["batch", "height", "width"]]
-    for batch, h, w, valid in [(1, 192, 256, None), (1, 288, 224, None), (2, 240, 320, [(240, 320), (180, 200)])]:
-        pixels, mask = synthetic_batch(batch, h, w, valid=valid, seed=h)
-        d_logits, d_boxes = _run_both(model, path, pixels, mask)
-        print(f"\ndynamic {batch}x{h}x{w}: max|dlogits|={d_logits:.2e} max|dboxes|={d_boxes:.2e}")
-        assert d_logits <= TOLERANCE and d_boxes <= TOLERANCE
-
-
-def test_dynamic_gridsample_form(exported):
-    model, path = exported("deformable-detr", "gridsample", dynamic=True, size=(192, 256))
-    for batch, h, w, valid in [(1, 160, 224, None), (2, 256, 192, [(256, 192), (200, 120)])]:
-        pixels, mask = synthetic_batch(batch, h, w, valid=valid, seed=w)
-        d_logits, d_boxes = _run_both(model, path, pixels, mask)
-        assert d_logits <= TOLERANCE and d_boxes <= TOLERANCE
+    """The dynamic plugin-form export of the hardest variant (two-stage + refine), shared by several tests."""
+    return exported("deformable-detr-two-stage", "plugin", dynamic=True, size=DYNAMIC_SIZE)
 
 
 def test_plugin_nodes_carry_attributes_int32_inputs_and_shapes(dynamic_two_stage):
@@ -194,28 +182,70 @@ def test_cli_mismatched_weights_and_list_models(tmp_path, capsys):
     assert "deformable-detr-two-stage" in capsys.readouterr().out
 
 
-def test_cli_exports_verifies_and_names_the_file(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    argv = ["--model", "deformable", "--weights", "random", "--input-size", "128x160", "--set", "num_classes=3",
+TINY_CLI = ["--weights", "random", "--set", "num_classes=3",
             "--set", "backbone=" + json.dumps({"name": "resnet", "block": "basic", "depths": [1, 1, 1, 1],
                                                "widths": [8, 16, 32, 64], "stem_width": 8}),
             "--set", "d_model=32", "--set", "num_heads=2", "--set", "encoder_layers=1", "--set", "decoder_layers=1",
             "--set", "ffn_dim=32", "--set", "num_queries=10"]
-    assert export_cli.run(export_cli.main, argv) == 0
+
+
+def test_cli_exports_verifies_and_publishes_with_normal_permissions(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert export_cli.run(export_cli.main, ["--model", "deformable", "--input-size", "128x160", *TINY_CLI]) == 0
     captured = capsys.readouterr()
-    assert (tmp_path / "deformable-detr_plugin-v2_fp32_b1-128x160.onnx").is_file()
+    path = tmp_path / "deformable-detr_plugin-v2_fp32_b1-128x160.onnx"
+    assert path.is_file() and captured.out.strip() == path.name
     assert "verified (fp32): max abs difference" in captured.err and "max|dlogit|" in captured.err
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # readable by others, as any file the user writes
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no staging file left
+    # a noise-level warning from torch's op registry must not reach the user
+    assert "torchvision is not installed" not in captured.err
+
+
+def test_cli_failed_verification_keeps_the_file_under_a_name_that_says_so(tmp_path, monkeypatch, capsys):
+    from detr_deploy.compare import DEFAULT_TOLERANCES, Tolerance
+
+    monkeypatch.chdir(tmp_path)
+    # a tolerance no export can meet makes verification fail with an otherwise correct file
+    monkeypatch.setitem(DEFAULT_TOLERANCES, "fp32", Tolerance(0.0, 0.0, 1.01))
+    argv = ["--model", "deformable", "--input-size", "128x160", *TINY_CLI, "-o", "tiny.onnx"]
+    assert export_cli.run(export_cli.main, argv) == 1
+    err = capsys.readouterr().err
+    assert "VERIFICATION FAILED" in err and "tiny.failed-verification.onnx" in err
+    assert "tiny.onnx was not written" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.failed-verification.onnx"]
+
+
+def test_cli_interrupted_export_leaves_nothing(tmp_path, monkeypatch, capsys):
+    from detr_deploy.export import verify
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(verify, "verify_onnx", interrupted)  # Ctrl-C during verification, after the file exists
+    assert export_cli.run(export_cli.main, ["--model", "deformable", "--input-size", "128x160", *TINY_CLI,
+                                            "-o", "tiny.onnx"]) == 130
+    assert list(tmp_path.iterdir()) == []
+    assert "interrupted" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant,form", [("deformable-detr", "plugin"), ("detr-r50", "gridsample")])
-def test_full_size_r50_at_800x1066(variant, form, tmp_path):
+@pytest.mark.parametrize("variant,form,dynamic", [("deformable-detr", "plugin", False),
+                                                  ("detr-r50", "gridsample", False),
+                                                  ("deformable-detr-two-stage", "gridsample", True)])
+def test_full_size_exports(variant, form, dynamic, tmp_path):
+    """Full-size R50 models (random weights); the dynamic two-stage GridSample graph once failed onnx.checker after
+    onnxslim re-typed its proposal mask (see DeformableTransformer.encoder_proposals)."""
     torch.manual_seed(0)
     model = detr_deploy.create_model(variant, weights="random")
     path = tmp_path / "full.onnx"
-    result = export_onnx(model, path, ExportConfig(msda=form, dynamic=False, input_size=(800, 1066)), **QUIET)
-    pixels, mask = synthetic_batch(1, 800, 1066, seed=11)
+    result = export_onnx(model, path, ExportConfig(msda=form, dynamic=dynamic, input_size=(800, 1066)), **QUIET)
+    pixels, mask = synthetic_batch(1, 512, 640, seed=11) if dynamic else synthetic_batch(1, 800, 1066, seed=11)
     d_logits, d_boxes = _run_both(model, path, pixels, mask)
-    print(f"\nfull-size {variant} [{form}]: {result.num_nodes} nodes, {result.size_bytes / 1e6:.0f} MB, export "
-          f"{result.seconds:.0f}s, max|dlogits|={d_logits:.2e} max|dboxes|={d_boxes:.2e}")
+    print(f"\nfull-size {variant} [{form}, {'dynamic' if dynamic else 'static'}]: {result.num_nodes} nodes, "
+          f"{result.size_bytes / 1e6:.0f} MB, export {result.seconds:.0f}s, max|dlogits|={d_logits:.2e} "
+          f"max|dboxes|={d_boxes:.2e}")
     assert d_logits <= TOLERANCE and d_boxes <= TOLERANCE

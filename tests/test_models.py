@@ -14,7 +14,7 @@ from detr_deploy.models.deformable_attention import ms_deform_attn_core
 from detr_deploy.models.position_encoding import SinePositionEmbedding
 from detr_deploy.weights import ours_to_official
 
-from conftest import key_spec
+from conftest import key_spec, tiny_model
 
 # variant -> (official key list, published unique parameter count; checkpoint-formats.md 3.2 and 4.5)
 PUBLISHED = {
@@ -80,29 +80,27 @@ def test_dc5_dilates_only_the_last_stage():
     assert small.backbone(x)[-1].shape[-2:] == (4, 6)  # stride 16, not 32
 
 
-def _tiny_deformable(**kw):
-    base = dict(backbone={"name": "resnet18", "out_stages": (2, 3, 4)}, d_model=32, num_heads=2, encoder_layers=1,
-                decoder_layers=2, ffn_dim=32, num_queries=8, num_classes=4)
-    base.update(kw)
-    return build_model(DeformableDetrConfig(**base))
-
-
 @pytest.mark.parametrize("kw", [{}, {"with_box_refine": True}, {"with_box_refine": True, "two_stage": True},
                                 {"num_feature_levels": 1, "backbone": {"name": "resnet18", "out_stages": (4,)}},
                                 {"num_feature_levels": 5}])
-def test_tiny_deformable_forward_shapes(kw):
-    model = _tiny_deformable(**kw)
-    out = model(torch.randn(2, 3, 96, 80))
+def test_tiny_deformable_outputs_and_training_mode_extras(kw):
+    model = tiny_model("deformable-detr", randomize=False, num_queries=8, num_classes=4, **kw)
+    x = torch.randn(2, 3, 96, 80)
+    out = model(x)
+    assert set(out) == {"logits", "pred_boxes"}  # eval mode: exactly the exported outputs
     assert out["logits"].shape == (2, 8, 4) and out["pred_boxes"].shape == (2, 8, 4)
-    assert torch.isfinite(out["logits"]).all() and ((out["pred_boxes"] >= 0) & (out["pred_boxes"] <= 1)).all()
     model.train()
-    out = model(torch.randn(2, 3, 96, 80))
-    assert len(out["aux_outputs"]) == 1
+    out = model(x)
+    assert len(out["aux_outputs"]) == model.config.decoder_layers - 1
     assert ("enc_outputs" in out) == bool(kw.get("two_stage"))
+    if kw.get("two_stage"):  # one proposal per encoder position
+        positions = sum(s.shape[-2] * s.shape[-1] for s in model._features(x, torch.zeros(2, 96, 80, dtype=bool))[0])
+        assert out["enc_outputs"]["logits"].shape == (2, positions, 4)
 
 
 def test_two_stage_too_small_input_is_a_clear_error():
-    model = _tiny_deformable(with_box_refine=True, two_stage=True, num_queries=400)
+    model = tiny_model("deformable-detr", randomize=False, backbone={"name": "resnet18", "out_stages": (2, 3, 4)},
+                       with_box_refine=True, two_stage=True, num_queries=400)
     with pytest.raises(ConfigError, match="input too small.*340 encoder positions for 400 queries"):
         model(torch.randn(1, 3, 128, 128))  # levels 16x16 + 8x8 + 4x4 + 2x2 = 340 positions
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from detr_deploy.export import msda as export_msda
+from detr_deploy.artifact import msda as msda_contract
 from detr_deploy.models.deformable_attention import ms_deform_attn_core
 from detr_deploy.runtime import msda_cpu
 
@@ -29,12 +29,12 @@ def cpu_lib(tmp_path_factory):
     if compiler is None:
         pytest.skip("no C++ compiler (g++) on this machine")
     out = tmp_path_factory.mktemp("msda") / "libmsda_cpu.so"
-    subprocess.run([compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+    subprocess.run([compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-pthread", "-Wall", "-Wextra", "-Werror",
                     f"-I{SRC}", str(SRC / "msdaCpu.cpp"), "-o", str(out)], check=True, capture_output=True)
     return ctypes.CDLL(str(out))
 
 
-def _run_cpu(lib, value, shapes, locations, weights, dtype):
+def _run_cpu(lib, value, shapes, locations, weights, dtype, num_threads=2):
     n, s, m, d = value.shape
     lq, levels, points = locations.shape[1], locations.shape[3], locations.shape[4]
     starts = np.concatenate([[0], np.cumsum([h * w for h, w in shapes])[:-1]]).astype(np.int32)
@@ -43,7 +43,7 @@ def _run_cpu(lib, value, shapes, locations, weights, dtype):
     out = np.zeros((n, lq, m * d), dtype)
     fn = lib.detr_msda_cpu_f32 if dtype == np.float32 else lib.detr_msda_cpu_f16
     status = fn(*[a.ctypes.data_as(ctypes.c_void_p) for a in arrays], out.ctypes.data_as(ctypes.c_void_p),
-                *[ctypes.c_int64(v) for v in (n, s, m, d, lq, levels, points)])
+                *[ctypes.c_int64(v) for v in (n, s, m, d, lq, levels, points)], ctypes.c_int32(num_threads))
     assert status == 0
     return out
 
@@ -121,13 +121,14 @@ def test_cpu_build_equals_runtime_numpy_kernel(cpu_lib):
     assert np.abs(ours.reshape(out.shape) - out).max() <= 1e-5
 
 
-def test_plugin_name_and_version_agree_everywhere():
+def test_plugin_name_and_version_agree_with_the_cuda_plugin():
     header = (SRC / "msdaPlugin.h").read_text()
     name = re.search(r'kMSDA_PLUGIN_NAME = "([^"]+)"', header).group(1)
     version = re.search(r'kMSDA_PLUGIN_VERSION = "([^"]+)"', header).group(1)
-    assert name == export_msda.OUR_PLUGIN == msda_cpu.OUR_PLUGIN
-    assert version == export_msda.OUR_PLUGIN_VERSION
-    assert export_msda.PluginSpec.for_name(name, None).version == version
+    assert name == msda_contract.OUR_PLUGIN and version == msda_contract.OUR_PLUGIN_VERSION
+    assert msda_contract.PluginSpec.for_name(name, None) == msda_contract.PluginSpec(
+        name, version, "", flat_output=True, library="libdetr_deploy_plugins.so")
+    assert name in msda_contract.PLUGIN_OPS and msda_contract.PLUGIN_OPS[name] is True  # flat [N, Lq, M*D]
 
 
 # --- compile checks (CI: nvcc is installed, no GPU needed) -------------------------------------------------

@@ -7,9 +7,8 @@ import os
 import numpy as np
 import onnx
 import pytest
-import torch
-from PIL import Image
 
+from detr_deploy.artifact.metadata import read_onnx_metadata
 from detr_deploy.errors import ConfigError
 from detr_deploy.export import ExportConfig, export_onnx
 from detr_deploy.export.quantize import (
@@ -20,13 +19,9 @@ from detr_deploy.export.quantize import (
     entropy_threshold_bin,
 )
 from detr_deploy.export.verify import synthetic_batch, verify_onnx
-from detr_deploy.parity import compare_outputs
-from detr_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from detr_deploy.runtime.metadata import read_onnx_metadata
 
-from conftest import tiny_model
+from conftest import onnx_vs_torch, tiny_model
 
-skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the calibration photographs")
 QUIET = {"log": lambda message: None}
 # stated tolerances against the FP32 PyTorch model (tiny random models: logits ~N(0, 3))
 FP16_LIMITS = {"max_abs_logits": 0.05, "max_abs_boxes": 0.01, "top_k": 0.95}
@@ -34,21 +29,13 @@ INT8_LIMITS = {"max_abs_logits": 2.0, "mean_abs_logits": 0.5, "max_abs_boxes": 0
 
 
 @pytest.fixture(scope="module")
-def calib_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("calib")
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry"):
-        Image.fromarray(getattr(skdata, name)()).save(folder / f"{name}.jpg")
-    return folder
+def calib_dir(photo_folder):
+    return photo_folder
 
 
-def _diff(model, path, family):
+def _diff(model, path):
     pixels, mask = synthetic_batch(2, 160, 192, valid=[(160, 192), (120, 150)], seed=3)
-    with OnnxRuntimeBackend(path) as backend:
-        out = backend({"pixel_values": pixels, "pixel_mask": mask})
-    with torch.no_grad():
-        ref = model(torch.from_numpy(pixels), torch.from_numpy(mask))
-    reference = {"logits": ref["logits"].numpy(), "pred_boxes": ref["pred_boxes"].numpy()}
-    return compare_outputs("batch", reference, out, family)
+    return onnx_vs_torch(model, path, pixels, mask)
 
 
 def _types(proto):
@@ -66,7 +53,7 @@ def test_fp16_graph_runs_close_to_fp32_with_sensitive_parts_in_fp32(variant, for
     path = tmp_path / "fp16.onnx"
     export_onnx(model, path, ExportConfig(msda=form, dynamic=False, input_size=(160, 192), batch=2,
                                           precision="fp16"), **QUIET)
-    diff = _diff(model, path, model.config.family)
+    diff = _diff(model, path)
     print(f"\n{variant} [{form}] FP16 vs FP32 PyTorch: max|dlogit| {diff.max_abs_logits:.2e} max|dbox| "
           f"{diff.max_abs_boxes:.2e} top-k {diff.top_k_agreement:.1%}")
     assert diff.top_k_agreement >= FP16_LIMITS["top_k"]
@@ -99,7 +86,7 @@ def test_int8_graph_runs_with_symmetric_qdq_on_conv_and_matmul_inputs(form, meth
     calibration = CalibrationConfig(calibration_images(calib_dir, 6), method=method)
     export_onnx(model, path, ExportConfig(msda=form, dynamic=False, input_size=(160, 192), batch=2,
                                           precision="int8", calibration=calibration), **QUIET)
-    diff = _diff(model, path, "deformable")
+    diff = _diff(model, path)
     print(f"\nINT8 [{form}, {method}] vs FP32 PyTorch: max|dlogit| {diff.max_abs_logits:.2e} mean|dlogit| "
           f"{diff.mean_abs_logits:.2e} max|dbox| {diff.max_abs_boxes:.2e} top-k {diff.top_k_agreement:.1%}")
     assert diff.max_abs_logits <= INT8_LIMITS["max_abs_logits"]
@@ -108,7 +95,7 @@ def test_int8_graph_runs_with_symmetric_qdq_on_conv_and_matmul_inputs(form, meth
     assert diff.top_k_agreement >= INT8_LIMITS["top_k"]
     # detr-export verifies INT8 graphs on the calibration images, not on synthetic noise
     lines = []
-    on_images = verify_onnx(model, path, dynamic=False, log=lines.append, images=calibration.images)
+    on_images = verify_onnx(model, path, log=lines.append, images=calibration.images)
     assert [d.label for d in on_images] == [os.path.basename(p) for p in calibration.images[:2]]
     print("\n".join(lines))
     assert "calibration images" in lines[0] and all(np.isfinite(d.max_abs_logits) for d in on_images)
@@ -156,7 +143,7 @@ def test_int8_with_nothing_excluded_quantizes_fp32_scopes_and_shared_heads(tmp_p
     assert len(outputs) == len(set(outputs)), "every tensor written once"
     left_out = read_onnx_metadata(proto).extra["int8"]["left_out"]
     assert set(left_out.values()) <= {"product of two activations"}  # sampling offsets, heads: all quantised
-    diff = _diff(model, path, "deformable")
+    diff = _diff(model, path)
     print(f"\nINT8 nothing excluded vs FP32 PyTorch: max|dlogit| {diff.max_abs_logits:.2e} "
           f"max|dbox| {diff.max_abs_boxes:.2e} top-k {diff.top_k_agreement:.1%}")
     assert np.isfinite(diff.max_abs_logits) and diff.max_abs_boxes <= 0.5

@@ -12,15 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
+from detr_deploy.artifact.metadata import Postprocess, Preprocess
 from detr_deploy.cli import infer as infer_cli
-from detr_deploy.errors import ArtifactError, ImageError
-from detr_deploy.runtime import Detector, load_image, postprocess, preprocess, shortest_edge_size
-from detr_deploy.runtime.metadata import Postprocess, Preprocess
+from detr_deploy.errors import ArtifactError, ConfigError, ImageError
+from detr_deploy.runtime import Detector, load_image, postprocess_detections, preprocess_images, shortest_edge_size
+
+from conftest import PHOTOS, photo
 
 transformers = pytest.importorskip("transformers", reason="transformers' processors are the oracle")
 skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the real photographs used here")
-
-PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "hubble_deep_field", "immunohistochemistry"]
 
 
 def hf_processor(family: str):
@@ -30,10 +30,6 @@ def hf_processor(family: str):
     from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
 
     return DetrImageProcessorPil() if family == "detr" else DeformableDetrImageProcessorPil()
-
-
-def photo(name: str) -> Image.Image:
-    return Image.fromarray(getattr(skdata, name)())
 
 
 def synthetic_images() -> list[tuple[str, Image.Image]]:
@@ -63,10 +59,10 @@ def test_resize_rule_test_vectors(rounding, expected):
 def test_preprocessing_equals_hugging_face_processor(family):
     processor = hf_processor(family)
     pre = Preprocess()
-    cases = [(name, photo(name)) for name in PHOTOS] + synthetic_images()
+    cases = [(name, photo(name)) for name in PHOTOS + ("hubble_deep_field",)] + synthetic_images()
     worst = 0.0
     for name, image in cases:
-        ours = preprocess([load_image(image)], pre)
+        ours = preprocess_images([load_image(image)], pre)
         ref = processor(images=image.convert("RGB"), return_tensors="np")
         assert ours.pixel_values.shape == ref["pixel_values"].shape, name
         assert np.array_equal(ours.pixel_mask, ref["pixel_mask"]), name
@@ -75,7 +71,7 @@ def test_preprocessing_equals_hugging_face_processor(family):
         assert diff <= 1e-5, (name, diff)
     # a batch: padding to the largest, masks per image
     images = [photo("astronaut"), photo("coffee"), synthetic_images()[2][1]]
-    ours = preprocess([load_image(i) for i in images], pre)
+    ours = preprocess_images([load_image(i) for i in images], pre)
     ref = processor(images=[i.convert("RGB") for i in images], return_tensors="np")
     assert np.array_equal(ours.pixel_mask, ref["pixel_mask"])
     assert np.abs(ours.pixel_values - ref["pixel_values"]).max() <= 1e-5
@@ -115,7 +111,7 @@ def test_postprocessing_equals_hugging_face(family, classes, threshold):
     boxes = rng.uniform(0.05, 0.95, (3, queries, 4)).astype(np.float32)
     sizes = [(480, 640), (1000, 333), (50, 70)]
     kind = Postprocess("softmax-drop-last") if family == "detr" else Postprocess("sigmoid-top-k", 100)
-    ours = postprocess(logits, boxes, kind, sizes, threshold)
+    ours = postprocess_detections(logits, boxes, kind, sizes, threshold)
     refs = _hf_postprocess(family, logits, boxes, sizes, threshold)
     for mine, ref in zip(ours, refs):
         order = torch.argsort(ref["scores"], descending=True, stable=True)
@@ -218,21 +214,24 @@ def test_detr_infer_writes_coco_results_and_annotations(tmp_path, exported):
     photo("astronaut").save(images / "000000000001.png")
     photo("chelsea").save(images / "000000000042.jpg")
     out = tmp_path / "out"
-    assert infer_cli.run(infer_cli.main, [str(path), str(images), "--out-dir", str(out), "--threshold", "0.2",
-                                          "--batch", "2"]) == 0
+    assert infer_cli.run(infer_cli.main, [str(path), str(images), "-o", str(out), "--threshold", "0.2",
+                                          "--batch-size", "2"]) == 0
     detections = json.loads((out / "detections.json").read_text())
     assert {d["image_id"] for d in detections} <= {1, 42} and detections
     assert set(detections[0]) == {"image_id", "category_id", "bbox", "score"}
     assert all(d["score"] > 0.2 for d in detections)
     assert (out / "000000000042_det.jpg").is_file()
     assert json.loads((out / "images.json").read_text())["42"].endswith("000000000042.jpg")
-    # a folder with unreadable files: the rest is written, exit status 1
+    # a folder with unreadable files: the rest is written, exit status 2 (bad input), one warning per file
     bad_src = tmp_path / "bad_src"
     bad_src.mkdir()
     for kind, src in _bad_files(bad_src).items():
         if kind != "good":
             (images / src.name).write_bytes(src.read_bytes())
-    assert infer_cli.run(infer_cli.main, [str(path), str(images), "--out-dir", str(out), "--no-draw"]) == 1
+    again = tmp_path / "again"
+    assert infer_cli.run(infer_cli.main, [str(path), str(images), "-o", str(again), "--no-draw"]) == 2
+    written = json.loads((again / "detections.json").read_text())
+    assert {d["image_id"] for d in written} == {1, 2} and written  # the two readable photos (ids 1..N by order)
 
 
 def test_missing_provider_and_missing_metadata_are_clear(tmp_path, exported):
@@ -250,8 +249,25 @@ def test_missing_provider_and_missing_metadata_are_clear(tmp_path, exported):
     onnx.save(proto, str(bare))
     with pytest.raises(ArtifactError, match="no detr-deploy metadata"):
         Detector(bare)
-    with pytest.raises(ArtifactError, match="does not exist"):
+    with pytest.raises(ArtifactError, match="no such file"):
         Detector(tmp_path / "nothing.onnx")
+    with pytest.raises(ConfigError, match="outside \\[0, 1\\]"):
+        Detector(path, threshold=35)
+    # the artifact kind decides the backend in one place, whatever the suffix's case
+    upper = tmp_path / "MODEL.ONNX"
+    upper.write_bytes(path.read_bytes())
+    with Detector(upper) as detector:
+        assert detector.backend.name == "onnxruntime"
+    folder = tmp_path / "folder.onnx"
+    folder.mkdir()
+    with pytest.raises(ArtifactError, match="is a folder"):
+        Detector(folder)
+    odd = tmp_path / "model.bin"
+    odd.write_bytes(b"x")
+    with pytest.raises(ArtifactError, match="not an artifact detr-deploy knows"):
+        Detector(odd)
+    with pytest.raises(ArtifactError, match="ONNX file; the tensorrt backend cannot run it"):
+        Detector(path, backend="tensorrt")
 
 
 # --- GPU backends (run when a GPU / TensorRT is present) ----------------------------------------------------

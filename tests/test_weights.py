@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 import detr_deploy
 from detr_deploy.errors import CheckpointError, CheckpointMismatchError, ConfigError, WeightsUnavailableError
-from detr_deploy.models.factory import RandomWeightsWarning
+from detr_deploy.factory import RandomWeightsWarning
 from detr_deploy.weights import ours_to_official, to_ours
 
 from conftest import key_spec, official_to_hf, saved_key_names, synthetic_state
@@ -97,15 +97,47 @@ def test_qkv_split_and_pack_are_inverse():
         "transformer.encoder.layers.3.self_attn.in_proj_weight"])
 
 
+# (Hub name, our name, rows of a packed in_proj or None): written from checkpoint-formats.md, independently of
+# detr_deploy.weights.convert
+HUB_SAMPLES = {
+    "detr": [("model.backbone.conv_encoder.model.layer3.5.conv2.weight", "backbone.body.layer3.5.conv2.weight", None),
+             ("model.encoder.layers.2.self_attn.k_proj.weight", "transformer.encoder.layers.2.self_attn.in_proj_weight",
+              (256, 512)),
+             ("model.decoder.layers.4.encoder_attn.v_proj.bias",
+              "transformer.decoder.layers.4.multihead_attn.in_proj_bias", (512, 768)),
+             ("model.decoder.layers.1.encoder_attn_layer_norm.weight", "transformer.decoder.layers.1.norm2.weight",
+              None),
+             ("class_labels_classifier.weight", "class_embed.weight", None),
+             ("model.query_position_embeddings.weight", "query_embed.weight", None)],
+    "deformable": [("model.encoder.layers.3.self_attn.sampling_offsets.weight",
+                    "transformer.encoder.layers.3.self_attn.sampling_offsets.weight", None),
+                   ("model.decoder.layers.2.encoder_attn_layer_norm.bias", "transformer.decoder.layers.2.norm1.bias",
+                    None),
+                   ("model.decoder.layers.2.self_attn_layer_norm.bias", "transformer.decoder.layers.2.norm2.bias",
+                    None),
+                   ("model.input_proj.3.1.weight", "input_proj.3.1.weight", None),
+                   ("class_embed.0.bias", "class_embed.0.bias", None)],
+}
+
+
 @pytest.mark.parametrize("name,variant", [("hf_detr_r50", "detr-r50"), ("hf_ddetr", "deformable-detr"),
                                           ("hf_ddetr_ss", "deformable-detr-single-scale"),
                                           ("hf_ddetr_refine", "deformable-detr-refine"),
                                           ("hf_ddetr_two_stage", "deformable-detr-two-stage")])
-def test_hub_key_lists_with_every_alias_load(name, variant, tmp_path):
+def test_hub_key_lists_with_every_alias_load_into_the_right_places(name, variant, tmp_path):
     state = synthetic_state(key_spec(name), seed=2)
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "model.safetensors")
     model = detr_deploy.create_model(variant, weights=str(tmp_path / "model.safetensors"))
-    assert model.weights_info["format"] == "hf"
+    ours = model.state_dict()
+    samples = HUB_SAMPLES["detr" if variant.startswith("detr") else "deformable"]
+    for hub_key, our_key, rows in samples:
+        if hub_key not in state:  # e.g. input_proj.3 exists only with four levels
+            continue
+        value = ours[our_key] if rows is None else ours[our_key][rows[0]:rows[1]]
+        assert torch.equal(value, state[hub_key]), (hub_key, our_key)
+    if "refine" in name or "two_stage" in name:  # independent per-layer box heads, from their decoder aliases
+        assert not torch.equal(ours["bbox_embed.1.layers.0.weight"], ours["bbox_embed.0.layers.0.weight"])
+        assert torch.equal(ours["bbox_embed.1.layers.0.weight"], state["model.decoder.bbox_embed.1.layers.0.weight"])
 
 
 @pytest.mark.parametrize("saved,full,variant", [
@@ -240,7 +272,7 @@ def test_bad_files_get_clear_errors(kind, tmp_path):
     expected = {"text": "not a PyTorch checkpoint", "empty": "empty", "truncated": "truncated",
                 "jpeg": "not a PyTorch checkpoint", "pickle_object": "safe loading",
                 "safetensors_truncated": "not a valid safetensors", "empty_folder": "no model.safetensors",
-                "missing": "neither an existing file"}[kind]
+                "missing": "nope.pth: no such file or folder"}[kind]
     assert expected in message, message
 
 
@@ -272,7 +304,10 @@ def test_offline_hub_id_and_auto_weights(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("DETR_DEPLOY_CACHE", "/nonexistent-cache")
     with pytest.raises(WeightsUnavailableError, match="weights=PATH"):
-        detr_deploy.create_model("detr-r50", weights="facebook/detr-resnet-50")
+        detr_deploy.create_model("detr-r50", weights="hf-hub:facebook/detr-resnet-50")
+    with pytest.warns(FutureWarning, match="write hf-hub:facebook/detr-resnet-50"):  # the old bare spelling
+        with pytest.raises(WeightsUnavailableError):
+            detr_deploy.create_model("detr-r50", weights="facebook/detr-resnet-50")
     with pytest.warns(RandomWeightsWarning, match="RANDOM"):
         model = detr_deploy.create_model("deformable-detr", num_classes=3)
     assert model.weights_info["source"] == "random"

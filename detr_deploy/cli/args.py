@@ -1,19 +1,40 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Argument groups shared by the commands, value parsers, and the error-handling entry wrapper."""
+"""What the commands share: argument groups (each owns its flags, their parsing and their meaning), value types,
+deprecated spellings, and the entry wrapper that turns every failure into the documented exit status.
+
+One meaning per flag across commands:
+  --model / --weights / --set   the reference model (a variant name, a checkpoint path, or hf-hub:ORG/NAME)
+  -o / --output                 what the command writes (a file or a folder, per command)
+  --batch-size N                images per inference batch (a static export's batch; images per call)
+  --device cpu|cuda|cuda:N      where an artifact runs (or an engine is built)
+  --backend                     which runtime runs an artifact (default: by artifact kind)
+  --threshold                   a score in [0, 1]
+"""
 from __future__ import annotations
 
 import argparse
 import ast
-import json
-import os
 import sys
-import tempfile
+import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 from ..errors import DetrDeployError
 
+EXIT_CODES = ("exit status: 0 success; 1 a verification or tolerance failure; 2 bad input or environment (one line "
+              "naming the problem and the fix); 130 interrupted (nothing half-written is left)")
 
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def make_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """A command's parser: its module docstring as the description, the exit codes as the epilog."""
+    return argparse.ArgumentParser(prog=prog, description=doc, epilog=EXIT_CODES,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+# --- value types ------------------------------------------------------------------------------------------------
 def parse_size(text: str) -> tuple[int, int]:
     """"800x1066" -> (800, 1066)."""
     try:
@@ -36,55 +57,171 @@ def parse_override(text: str) -> tuple[str, object]:
         return key.strip(), value
 
 
-def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", required=required,
-                       help="variant name (see --list-models), or a checkpoint: official .pth, Hugging Face folder "
-                            "or file, Hub id")
-    group.add_argument("--weights", default=None,
-                       help="for a variant name: auto (published weights, else random with a warning; default), "
-                            "random, a checkpoint path or a Hub id")
-    group.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[],
-                       metavar="KEY=VALUE", help="model config override, e.g. --set num_classes=20 (repeatable)")
-    group.add_argument("--list-models", action="store_true", help="print the variant names and exit")
-
-
-def load_model(args: argparse.Namespace):
-    """The model named by the model argument group, with progress on stderr."""
-    import detr_deploy
-
-    log(f"loading {args.model} (weights: {args.weights or 'auto'})...")
-    model = detr_deploy.create_model(args.model, weights=args.weights, **dict(args.overrides))
-    source = model.weights_info.get("source")
-    log(f"  {model.variant}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, weights: {source}")
-    return model
-
-
-def write_json(path: str | os.PathLike, data, indent: int | None = 2) -> None:
-    """Atomic JSON write (temporary file in the same folder, then rename)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+def probability(text: str) -> float:
+    """A score threshold in [0, 1] (35 for 0.35 is a mistake, not a setting)."""
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=indent, default=float)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]; scores are probabilities (e.g. 0.35)")
+    return value
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def device(text: str) -> str:
+    """cpu, cuda or cuda:N. The old spellings (a bare GPU index; 'tensorrt' for onnxruntime's TensorRT provider)
+    still work this release, with a deprecation note."""
+    value = text.strip().lower()
+    if value.isdigit():
+        deprecated(f"--device {text}", f"--device cuda:{value}")
+        return f"cuda:{value}"
+    if value == "tensorrt":
+        deprecated("--device tensorrt", "--device cuda --execution-provider tensorrt")
+        return "tensorrt"
+    if value in ("cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+
+
+# --- deprecated spellings ---------------------------------------------------------------------------------------
+def deprecated(old: str, new: str) -> None:
+    log(f"warning: {old} is deprecated and will be removed in a later release; use {new}")
+
+
+class _Deprecated(argparse.Action):
+    """An old flag spelling: stores into the new destination and says what to write instead."""
+
+    def __init__(self, option_strings, dest, new_flag: str = "", **kwargs):
+        self.new_flag = new_flag
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        deprecated(option_string, self.new_flag)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated(parser, old: str, dest: str, new_flag: str, **kwargs) -> None:
+    parser.add_argument(old, dest=dest, action=_Deprecated, new_flag=new_flag, help=argparse.SUPPRESS, **kwargs)
+
+
+# --- argument groups --------------------------------------------------------------------------------------------
+def add_output(parser, help_text: str, default=None, required: bool = False, old: tuple[str, ...] = ()) -> None:
+    """``-o/--output``: the one output flag of every command (a file or a folder, as ``help_text`` says)."""
+    parser.add_argument("-o", "--output", default=default, required=required, metavar="PATH", help=help_text)
+    for flag in old:
+        add_deprecated(parser, flag, "output", "-o/--output")
+
+
+def add_batch_size(parser, help_text: str, default: int = 1) -> None:
+    """``--batch-size N``: images per inference batch (old spelling ``--batch``)."""
+    parser.add_argument("--batch-size", type=positive_int, default=default, metavar="N", help=help_text)
+    add_deprecated(parser, "--batch", "batch_size", "--batch-size", type=positive_int)
+
+
+class ModelArgs:
+    """``--model``, ``--weights``, ``--set``, ``--list-models``: the reference model."""
+
+    @staticmethod
+    def add(parser) -> None:
+        group = parser.add_argument_group("model")
+        group.add_argument("--model", help="variant name (see --list-models), a checkpoint path (official .pth, "
+                                           "Hugging Face folder or file), or hf-hub:ORG/NAME")
+        group.add_argument("--weights", default=None,
+                           help="for a variant name: auto (published weights, else random with a warning; default), "
+                                "random, a checkpoint path, or hf-hub:ORG/NAME")
+        group.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[],
+                           metavar="KEY=VALUE", help="model config override, e.g. --set num_classes=20 (repeatable)")
+        group.add_argument("--list-models", action="store_true", help="print the variant names and exit")
+
+    @staticmethod
+    def list_models(args) -> bool:
+        """Print the variants if asked; True when the command should stop there."""
+        if not args.list_models:
+            return False
+        import detr_deploy
+
+        print("\n".join(detr_deploy.list_models()))
+        return True
+
+    @staticmethod
+    def require(parser, args) -> None:
+        if not args.model:
+            parser.error("--model is required (or --list-models)")
+
+    @staticmethod
+    def load(args):
+        """The model the group names, with what it is on stderr."""
+        from ..factory import create_model
+
+        log(f"loading {args.model} (weights: {args.weights or 'auto'})...")
+        model = create_model(args.model, weights=args.weights, **dict(args.overrides))
+        log(f"  {model.variant}: {model.num_parameters() / 1e6:.1f}M parameters, weights: "
+            f"{model.weights_info.get('source')}")
+        return model
+
+
+class RuntimeArgs:
+    """``--backend``, ``--device``, ``--execution-provider``, ``--threads``, ``--plugins``: how artifacts run."""
+
+    @staticmethod
+    def add(parser) -> None:
+        group = parser.add_argument_group("runtime")
+        group.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default=None,
+                           help="default: by artifact kind (ONNX file: onnxruntime; engine: TensorRT)")
+        group.add_argument("--device", type=device, default=None, metavar="cpu|cuda|cuda:N",
+                           help="where artifacts run (default: cpu for ONNX files, cuda for engines)")
+        group.add_argument("--execution-provider", choices=["auto", "cpu", "cuda", "tensorrt"], default="auto",
+                           help="onnxruntime's provider (default auto: CPU on cpu, CUDA on cuda)")
+        group.add_argument("--threads", type=positive_int, default=None,
+                           help="CPU threads of onnxruntime and the native MSDA kernel")
+        group.add_argument("--plugins", nargs="*", default=None, metavar="LIB.so",
+                           help="TensorRT plugin libraries (engines, and onnxruntime's TensorRT provider)")
+
+    @staticmethod
+    def options(args):
+        from ..runtime.backends import BackendOptions
+
+        chosen, provider = args.device, args.execution_provider
+        if chosen == "tensorrt":  # the old --device tensorrt
+            chosen, provider = "cuda", "tensorrt"
+        if chosen is None:
+            chosen = "cuda" if args.backend == "tensorrt" or provider in ("cuda", "tensorrt") else "cpu"
+        return BackendOptions.from_kwargs(device=chosen, execution_provider=provider, threads=args.threads,
+                                          plugin_libraries=args.plugins)
+
+
+# --- running a command ------------------------------------------------------------------------------------------
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = " ".join(str(message).split())
+    log(f"warning: {text}")
 
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a command: DetrDeployError -> one-line message and exit 2; Ctrl-C -> exit 130 (nothing half-written)."""
+    """Run a command with the exit-status contract (``EXIT_CODES``): DetrDeployError and operating-system errors
+    -> one line and 2; Ctrl-C -> 130. Warnings print as one line each."""
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
         return main(argv)
     except DetrDeployError as exc:
         log(f"error: {exc}")
         return 2
+    except OSError as exc:  # permissions, full disks, vanished files: the environment, not a bug
+        where = f": {exc.filename}" if exc.filename else ""
+        log(f"error: {exc.strerror or exc}{where}")
+        return 2
     except KeyboardInterrupt:
-        log("interrupted; no partial output was left behind")
+        log("interrupted; nothing half-written was left behind")
         return 130
+    finally:
+        warnings.showwarning = previous

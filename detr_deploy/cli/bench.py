@@ -1,46 +1,44 @@
 # SPDX-License-Identifier: Apache-2.0
-"""detr-bench: latency and throughput of an artefact, with pre-processing, inference and post-processing apart.
+"""detr-bench: latency and throughput of an artifact, with pre-processing, inference and post-processing apart.
 
 Per batch size: p50/p90/p99 latency of each stage and of the whole, images per second. The input is a real-looking
-image of --input-size (the source image; the artefact's preprocessing resizes it as in production), or --image.
+image of --input-size (the source image; the artifact's preprocessing resizes it as in production), or --image.
 
 Examples:
-  detr-bench model.onnx --batch 1 2 4 --threads 2
-  detr-bench model.engine --batch 1 8 --iterations 200 --json bench.json
+  detr-bench model.onnx --batch-sizes 1 2 4 --threads 2
+  detr-bench model.engine --batch-sizes 1 8 --iterations 200 -o bench.json
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import numpy as np
 
-from .args import log, parse_size, run, write_json
+from .args import RuntimeArgs, add_deprecated, add_output, log, make_parser, parse_size, positive_int, run
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="detr-bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = make_parser("detr-bench", __doc__)
     parser.add_argument("artifact", help="model.onnx or model.engine")
-    parser.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes (default 1)")
+    parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1], metavar="N",
+                        help="batch sizes to measure (default 1)")
+    add_deprecated(parser, "--batch", "batch_sizes", "--batch-sizes", type=positive_int, nargs="+")
     parser.add_argument("--input-size", type=parse_size, default=(480, 640), metavar="HxW",
                         help="source image size before preprocessing (default 480x640)")
     parser.add_argument("--image", default=None, help="benchmark on this image instead of a synthetic one")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per batch size (default 3)")
-    parser.add_argument("--iterations", type=int, default=20, help="timed runs per batch size (default 20)")
-    parser.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default=None, help="default: by suffix")
-    parser.add_argument("--device", choices=["cpu", "cuda", "tensorrt"], default="cpu",
-                        help="onnxruntime execution provider (default cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
-    parser.add_argument("--plugins", nargs="*", default=None, help="TensorRT plugin libraries")
-    parser.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--iterations", type=positive_int, default=20, help="timed runs per batch size (default 20)")
+    add_output(parser, "also write the results as JSON", old=("--json",))
+    RuntimeArgs.add(parser)
     return parser
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
     """Smooth structure plus texture (compresses and resizes like a photograph, unlike pure noise)."""
-    from PIL import Image
+    from .._optional import require
+
+    Image = require("PIL.Image", "synthetic benchmark images")
 
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, (max(2, height // 32), max(2, width // 32), 3), dtype=np.uint8)
@@ -78,22 +76,23 @@ def benchmark(detector, image: np.ndarray, batch: int, warmup: int, iterations: 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..errors import ConfigError
+    from ..files import check_output_file, write_json
     from ..runtime import Detector, load_image
 
-    engine = args.backend == "tensorrt" or args.artifact.endswith((".engine", ".plan", ".trt"))
-    options = {"plugin_libraries": args.plugins} if engine and args.plugins is not None else \
-        ({} if engine else {"device": args.device, "threads": args.threads})
+    if args.output:
+        check_output_file(args.output, "results file")
+    options = RuntimeArgs.options(args)
     image = load_image(args.image) if args.image else synthetic_photo(*args.input_size)
     rows = {}
-    with Detector(args.artifact, backend=args.backend, **options) as detector:
-        for batch in args.batch:
+    with Detector(args.artifact, backend=args.backend, options=options) as detector:
+        for batch in args.batch_sizes:
             if detector.static_batch and batch != detector.static_batch:
-                raise ConfigError(f"{args.artifact} has a static batch of {detector.static_batch}; --batch {batch} "
-                                  "needs a dynamic export")
+                raise ConfigError(f"{args.artifact} has a static batch of {detector.static_batch}; --batch-sizes "
+                                  f"{batch} needs a dynamic export")
             log(f"batch {batch}: {args.warmup} warm-up + {args.iterations} timed runs...")
             rows[batch] = benchmark(detector, image, batch, args.warmup, args.iterations)
         backend = detector.backend.name
-    print(f"{args.artifact} ({backend}{', ' + args.device if backend == 'onnxruntime' else ''}), source image "
+    print(f"{args.artifact} ({backend}, {options.device}), source image "
           f"{image.shape[0]}x{image.shape[1]}; milliseconds p50 / p90 / p99")
     print(f"{'batch':>5} {'model input':>18} {'preprocess':>22} {'inference':>24} {'postprocess':>20} "
           f"{'total':>24} {'img/s':>7}")
@@ -104,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         shape = "x".join(str(v) for v in r["input_shape"])
         print(f"{batch:>5} {shape:>18} {cell('preprocess'):>22} {cell('inference'):>24} {cell('postprocess'):>20} "
               f"{cell('total'):>24} {r['images_per_second']:>7.2f}")
-    if args.json:
-        write_json(args.json, {"artifact": args.artifact, "backend": backend, "results": rows})
+    if args.output:
+        write_json(args.output, {"artifact": args.artifact, "backend": backend, "results": rows})
     return 0
 
 

@@ -10,17 +10,15 @@ Examples:
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from .args import log, run
+from .args import add_output, device, log, make_parser, run
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="detr-build", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = make_parser("detr-build", __doc__)
     parser.add_argument("onnx", help="ONNX file written by detr-export")
-    parser.add_argument("-o", "--output", help="engine path (default: the ONNX path with .engine)")
+    add_output(parser, "engine path (default: the ONNX path with .engine)")
     parser.add_argument("--plugins", nargs="*", default=[], metavar="LIB.so",
                         help="plugin libraries to load before parsing (e.g. libdetr_deploy_plugins.so)")
     parser.add_argument("--shapes", default=None, metavar="MIN/OPT/MAX",
@@ -31,17 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="timing cache to read and update (speeds up rebuilds)")
     parser.add_argument("--strongly-typed", action="store_true",
                         help="TensorRT 10.x: take precision from the graph instead of builder flags (always on 11.x)")
-    parser.add_argument("--device", type=int, default=0, help="GPU index (default 0)")
+    parser.add_argument("--device", type=device, default="cuda", metavar="cuda|cuda:N",
+                        help="the GPU to build for (default cuda = GPU 0)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.device.startswith("cuda"):
+        parser.error(f"--device {args.device}: engines are built on a GPU (cuda or cuda:N)")
     from ..export.trt_build import build_engine, parse_shapes
+    from ..runtime.backends import BackendOptions
 
     shapes = parse_shapes(args.shapes) if args.shapes else None
+    device_id = BackendOptions(device=args.device).device_id
     result = build_engine(args.onnx, args.output, args.plugins, shapes, args.workspace, args.timing_cache,
-                          args.strongly_typed, args.device, log=log)
+                          args.strongly_typed, device_id, log=log)
     print(result.engine)
     return 0
 

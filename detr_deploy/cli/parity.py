@@ -1,91 +1,101 @@
 # SPDX-License-Identifier: Apache-2.0
-"""detr-parity: the accuracy gate. A PyTorch reference against exported artefacts on the same images.
+"""detr-parity: the accuracy gate. A PyTorch reference against exported artifacts on the same images.
 
-Prints a table, writes a JSON report, and exits 1 when an artefact exceeds its tolerances (defaults per
+Prints a table, writes a JSON report (-o), and exits 1 when an artifact exceeds its tolerances (defaults per
 precision: FP32 strict, FP16 and INT8 looser; override with --tolerances), so it can gate a CI pipeline.
 
 Examples:
   detr-parity --model deformable-detr --weights ckpt.pth --artifacts model.onnx model_fp16.onnx --images val/
   detr-parity --model deformable-detr-shapes --artifacts m.onnx --images data/val/images \\
-              --coco data/val/annotations.json --report parity.json
+              --coco data/val/annotations.json -o parity.json
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from .args import add_model_args, load_model, log, run, write_json
+from .args import ModelArgs, RuntimeArgs, add_output, log, make_parser, positive_int, probability, run
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="detr-parity", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(parser)
-    parser.add_argument("--artifacts", nargs="+", required=True, help="ONNX files and/or TensorRT engines")
-    parser.add_argument("--images", nargs="+", required=True, help="image files and/or folders")
+def build_parser():
+    parser = make_parser("detr-parity", __doc__)
+    ModelArgs.add(parser)
+    parser.add_argument("--artifacts", nargs="+", help="ONNX files and/or TensorRT engines")
+    parser.add_argument("--images", nargs="+", help="image files and/or folders")
     parser.add_argument("--coco", default=None, metavar="ANNOTATIONS.json",
-                        help="COCO annotations of the images (file_name relative to --images): adds true mAP")
+                        help="COCO annotations of the images (file_name relative to the --images folder): adds the "
+                             "true COCO mAP (needs pycocotools: pip install 'detr-deploy[eval]')")
     parser.add_argument("--tolerances", default=None, metavar="FILE", help="JSON overrides of the tolerances")
-    parser.add_argument("--report", default=None, metavar="FILE", help="write the JSON report here")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N images")
-    parser.add_argument("--match-threshold", type=float, default=0.3,
+    add_output(parser, "write the JSON report here", old=("--report",))
+    parser.add_argument("--limit", type=positive_int, default=None, help="use the first N images")
+    parser.add_argument("--match-threshold", type=probability, default=0.3,
                         help="reference detections above this score must be found again (default 0.3)")
-    parser.add_argument("--gt-threshold", type=float, default=0.5,
+    parser.add_argument("--gt-threshold", type=probability, default=0.5,
                         help="reference detections above this score are the ground truth of 'mAP vs ref' (0.5)")
-    runtime = parser.add_argument_group("runtime")
-    runtime.add_argument("--device", choices=["cpu", "cuda", "tensorrt"], default="cpu",
-                         help="onnxruntime execution provider for ONNX artefacts (default cpu)")
-    runtime.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
-    runtime.add_argument("--plugins", nargs="*", default=None, help="TensorRT plugin libraries for engines")
+    RuntimeArgs.add(parser)
     return parser
 
 
-def _images(args) -> tuple[list[str], dict | None, list[int] | None]:
+def images_and_annotations(args) -> tuple[list[str], dict | None, list[int] | None]:
+    """The image files (and, with --coco, the annotations and image ids), checked before any work."""
     from ..errors import ConfigError
     from ..runtime.images import find_images
 
-    if args.coco:
+    if not args.coco:
+        paths = [str(p) for p in find_images(args.images)]
+        return (paths[:args.limit] if args.limit else paths), None, None
+    from .._optional import require
+
+    require("pycocotools", "--coco (true COCO mAP)")
+    try:
         coco = json.loads(Path(args.coco).read_text())
-        if len(args.images) != 1 or not Path(args.images[0]).is_dir():
-            raise ConfigError("with --coco, --images must be the one folder the annotations' file names refer to")
-        entries = coco["images"][:args.limit] if args.limit else coco["images"]
-        return [str(Path(args.images[0]) / e["file_name"]) for e in entries], coco, [e["id"] for e in entries]
-    paths = [str(p) for p in find_images(args.images)]
-    if not paths:
-        raise ConfigError(f"no images found in {args.images}")
-    return (paths[:args.limit] if args.limit else paths), None, None
+        entries = coco["images"]
+    except FileNotFoundError:
+        raise ConfigError(f"{args.coco}: no such file") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{args.coco} is not a COCO annotations file ({type(exc).__name__}: {exc})") from exc
+    root = Path(args.images[0])
+    if len(args.images) != 1 or not root.is_dir():
+        raise ConfigError("with --coco, --images must be the one folder the annotations' file names refer to")
+    entries = entries[:args.limit] if args.limit else entries
+    paths = [root / e["file_name"] for e in entries]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise ConfigError(f"{len(missing)} of {len(paths)} images of {args.coco} are not under {root} (e.g. "
+                          f"{missing[0]}); --images must be the folder their file_name values are relative to")
+    return [str(p) for p in paths], coco, [e["id"] for e in entries]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if ModelArgs.list_models(args):
+        return 0
+    ModelArgs.require(parser, args)
+    if not args.artifacts or not args.images:
+        parser.error("--artifacts and --images are required")
+    from ..artifact.kinds import artifact_kind
+    from ..files import check_output_file, write_json
     from ..parity import ParityCheck, format_report, load_tolerances
+    from ..progress import progress
 
-    tolerances = load_tolerances(args.tolerances)  # validate before the slow parts
-    images, coco, image_ids = _images(args)
-    model = load_model(args)
-    options = {"onnxruntime": {"device": args.device, "threads": args.threads}}
-    if args.plugins is not None:
-        options["tensorrt"] = {"plugin_libraries": args.plugins}
-    check = ParityCheck(model, args.artifacts, tolerances, options, args.match_threshold, args.gt_threshold)
-    bar = None
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(images), desc="parity", unit="img", file=sys.stderr, disable=len(images) < 2)
-    except ImportError:
-        pass
-    try:
-        report = check.run(images, coco, image_ids, progress=bar.update if bar else None)
-    finally:
-        if bar is not None:
-            bar.close()
-        check.close()
+    # inputs and output locations first, the slow model load after
+    tolerances = load_tolerances(args.tolerances)
+    for path in args.artifacts:
+        artifact_kind(path)
+    images, coco, image_ids = images_and_annotations(args)
+    if args.output:
+        check_output_file(args.output, "report")
+    options = RuntimeArgs.options(args)
+    model = ModelArgs.load(args)
+    with ParityCheck(model, args.artifacts, tolerances, options, args.match_threshold, args.gt_threshold,
+                     backend=args.backend) as check, progress(len(images), "parity") as advance:
+        report = check.run(images, coco, image_ids, progress=advance)
     print(format_report(report))
-    if args.report:
-        write_json(args.report, report)
-        log(f"report written to {args.report}")
+    if args.output:
+        write_json(args.output, report)
+        log(f"report written to {args.output}")
     return 0 if report["passed"] else 1
 
 

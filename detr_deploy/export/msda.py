@@ -5,50 +5,19 @@ During export every :class:`~detr_deploy.models.deformable_attention.MSDeformAtt
 calling ``torch.ops.detr_deploy.msda``; the ONNX translation table turns each call into one
 ``MultiscaleDeformableAttnPlugin_TRT`` node (NVIDIA's plugin in libnvinfer_plugin, output ``[N,Lq,M,D]`` followed
 by a Reshape) or into our plugin (libdetr_deploy_plugins.so, output ``[N,Lq,M*D]``). ``spatial_shapes`` and
-``level_start_index`` are cast to int32, as both plugins require.
+``level_start_index`` are cast to int32, as both plugins require. The contract itself (names, versions, domain) is
+``detr_deploy.artifact.msda``.
 """
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..artifact.msda import PLUGIN_DOMAIN, PluginSpec
 from ..models.deformable_attention import MSDeformAttn, ms_deform_attn_core
-
-PLUGIN_DOMAIN = "trt.plugins"  # any non-ONNX domain reaches TensorRT's plugin fallback importer
-NVIDIA_PLUGIN = "MultiscaleDeformableAttnPlugin_TRT"
-# Our plugin (plugins/): same inputs, output [N, Lq, M*D]; keep in sync with plugins/src/msdaPlugin.h
-OUR_PLUGIN = "DetrDeployMSDA_TRT"
-OUR_PLUGIN_VERSION = "1"
-
-
-@dataclass(frozen=True)
-class PluginSpec:
-    """Which plugin node the exporter writes.
-
-    Attributes:
-        name: op type = TensorRT plugin name.
-        version: ``plugin_version`` attribute ("2" = NVIDIA's IPluginV3, TensorRT >= 10.11; "1" = older).
-        namespace: ``plugin_namespace`` attribute.
-        flat_output: the plugin returns ``[N,Lq,M*D]`` itself (ours) instead of ``[N,Lq,M,D]`` (NVIDIA's).
-    """
-
-    name: str = NVIDIA_PLUGIN
-    version: str = "2"
-    namespace: str = ""
-    flat_output: bool = False
-
-    @classmethod
-    def for_name(cls, name: str | None, version: str | None) -> PluginSpec:
-        if name in (None, NVIDIA_PLUGIN):
-            return cls(NVIDIA_PLUGIN, version or "2", "", flat_output=False)
-        if name == OUR_PLUGIN:
-            return cls(OUR_PLUGIN, version or OUR_PLUGIN_VERSION, "", flat_output=True)
-        # a user's own plugin with our contract: assume the flat output
-        return cls(name, version or "1", "", flat_output=True)
 
 
 @torch.library.custom_op("detr_deploy::msda", mutates_args=())

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -24,19 +23,22 @@ from torch import nn
 
 from .. import __version__
 from .._optional import require
+from ..artifact.metadata import METADATA_KEY, ArtifactMetadata, MSDAInfo
+from ..artifact.msda import NVIDIA_PLUGIN, PLUGIN_DOMAIN, PluginSpec
+from ..artifact.settings import postprocess_settings, preprocess_settings
 from ..errors import ConfigError
-from ..runtime.metadata import METADATA_KEY, ArtifactMetadata, MSDAInfo, Postprocess, Preprocess
+from ..files import atomic_output
+from ..progress import progress
 from .config import ExportConfig
 from .fold import fold_frozen_batchnorm
-from .msda import NVIDIA_PLUGIN, PLUGIN_DOMAIN, PluginSpec, msda_core, onnx_translation, plugin_core
+from .msda import msda_core, onnx_translation, plugin_core
 
 INPUT_NAMES = ("pixel_values", "pixel_mask")
-OUTPUT_NAMES = ("logits", "pred_boxes")
 MASK_DTYPE = torch.int32  # int32 rather than int64: every TensorRT version takes int32 inputs
 
 
 class OnnxOutputs(nn.Module):
-    """``forward(pixel_values, pixel_mask) -> (logits, pred_boxes)``: the model with tuple outputs."""
+    """``forward(pixel_values, pixel_mask) -> tuple`` of the model's ``output_names``, in that order."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -44,7 +46,7 @@ class OnnxOutputs(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor):
         out = self.model(pixel_values, pixel_mask)
-        return out["logits"], out["pred_boxes"]
+        return tuple(out[name] for name in self.model.output_names)
 
 
 @dataclass
@@ -67,35 +69,37 @@ def plugin_spec(config: ExportConfig) -> PluginSpec:
     return PluginSpec.for_name(config.plugin_name, config.plugin_version)
 
 
-def build_metadata(model: nn.Module, config: ExportConfig) -> ArtifactMetadata:
-    """The artefact contract for ``model`` exported with ``config`` (see runtime/metadata.py)."""
+def output_shapes(model: nn.Module, batch, height, width) -> dict[str, dict]:
+    """Declared shapes of the model's outputs for the metadata (``pred_masks`` at 1/4 of the input)."""
     mc = model.config
-    deformable = mc.family == "deformable"
+    logits = mc.num_classes if mc.family == "deformable" else mc.num_classes + 1
+    shapes = {"logits": [batch, mc.num_queries, logits], "pred_boxes": [batch, mc.num_queries, 4]}
+    if "pred_masks" in model.output_names:  # the stride-4 backbone level: ceil(size / 4)
+        shapes["pred_masks"] = [batch, mc.num_queries] + [v if isinstance(v, str) else -(-v // 4)
+                                                          for v in (height, width)]
+    return {name: {"shape": shapes[name], "dtype": "float32"} for name in model.output_names}
+
+
+def build_metadata(model: nn.Module, config: ExportConfig) -> ArtifactMetadata:
+    """The artifact contract for ``model`` exported with ``config`` (see ``detr_deploy.artifact.metadata``)."""
+    mc = model.config
     batch = "batch" if config.dynamic else config.batch
     h, w = ("height", "width") if config.dynamic else config.input_size
-    num_logits = mc.num_classes if deformable else mc.num_classes + 1
     msda = None
-    if deformable:
+    if mc.family == "deformable":
         if config.msda == "plugin":
             spec = plugin_spec(config)
-            msda = MSDAInfo("plugin", spec.name, spec.version, spec.namespace,
-                            None if spec.name == NVIDIA_PLUGIN else "libdetr_deploy_plugins.so")
+            msda = MSDAInfo("plugin", spec.name, spec.version, spec.namespace, spec.library)
         else:
             msda = MSDAInfo("gridsample")
-    shortest, longest = mc.image_size
-    preprocess = Preprocess(shortest_edge=shortest, longest_edge=longest) if config.dynamic else \
-        Preprocess(resize="fit", input_size=tuple(config.input_size), shortest_edge=shortest, longest_edge=longest)
     return ArtifactMetadata(
-        variant=getattr(model, "variant", "custom"), family=mc.family, num_queries=mc.num_queries,
-        num_classes=mc.num_classes, id2label=dict(mc.id2label),
-        weights=dict(getattr(model, "weights_info", {"source": "unknown"})),
-        preprocess=preprocess,
-        postprocess=Postprocess("sigmoid-top-k", min(100, mc.num_queries * mc.num_classes)) if deformable
-        else Postprocess("softmax-drop-last"),
+        variant=model.variant, family=mc.family, num_queries=mc.num_queries, num_classes=mc.num_classes,
+        id2label=dict(mc.id2label), weights=dict(model.weights_info),
+        preprocess=preprocess_settings(mc, None if config.dynamic else config.input_size),
+        postprocess=postprocess_settings(mc),
         inputs={"pixel_values": {"shape": [batch, 3, h, w], "dtype": "float32"},
                 "pixel_mask": {"shape": [batch, h, w], "dtype": "int32"}},
-        outputs={"logits": {"shape": [batch, mc.num_queries, num_logits], "dtype": "float32"},
-                 "pred_boxes": {"shape": [batch, mc.num_queries, 4], "dtype": "float32"}},
+        outputs=output_shapes(model, batch, h, w), task=mc.task,
         msda=msda, precision=config.precision, opset=config.opset, detr_deploy_version=__version__,
         extra={"model_config": mc.to_dict(), "min_size": max_stride(model) + 1, "max_size": config.max_size})
 
@@ -214,8 +218,8 @@ def _lower_precision(model_proto, metadata: ArtifactMetadata, config: ExportConf
     passes = 1 if calib.method == "max" else 2
     log(f"  INT8: calibrating {len(plan.nodes)} Conv/MatMul inputs on {len(calib.images)} images "
         f"({calib.method}; {len(plan.skipped)} nodes left out)")
-    with _progress(passes * len(feeds), "calibration") as bar:
-        collector = collect_ranges(fp32_proto, plan, feeds, calib.method, progress=bar)
+    with progress(passes * len(feeds), "calibration", unit="batch", leave=False) as advance:
+        collector = collect_ranges(fp32_proto, plan, feeds, calib.method, progress=advance)
     quantized = insert_qdq(mixed, fp32_proto, plan, collector, calib.method, calib.percentile)
     metadata.extra["int8"] = {"method": calib.method, "images": len(calib.images), "quantized": sorted(plan.nodes),
                               "left_out": plan.skipped}
@@ -223,23 +227,9 @@ def _lower_precision(model_proto, metadata: ArtifactMetadata, config: ExportConf
 
 
 @contextlib.contextmanager
-def _progress(total: int, label: str):
-    """A progress callback (tqdm on stderr when installed); yields ``update(n)``."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        yield lambda n: None
-        return
-    bar = tqdm(total=total, desc=label, unit="batch", leave=False, disable=total < 2)
-    try:
-        yield bar.update
-    finally:
-        bar.close()
-
-
-@contextlib.contextmanager
 def _quiet_logger(name: str):
-    """The exporter's optimizer logs every constant it cannot fold; keep the user's terminal readable."""
+    """Keep the user's terminal readable: the exporter's optimizer logs every constant it cannot fold, and torch's
+    op registry one line per torchvision op when torchvision is not installed."""
     logger = logging.getLogger(name)
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -247,20 +237,6 @@ def _quiet_logger(name: str):
         yield
     finally:
         logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def atomic_output(path: Path):
-    """Yield a temporary path in the target folder; rename it over ``path`` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def export_onnx(model: nn.Module, output: str | os.PathLike, config: ExportConfig | None = None,
@@ -277,7 +253,6 @@ def export_onnx(model: nn.Module, output: str | os.PathLike, config: ExportConfi
     start = time.perf_counter()
     metadata = build_metadata(model, config)
     prepared = fold_frozen_batchnorm(model).eval()
-    prepared.return_aux = False
     wrapper = OnnxOutputs(prepared).eval()
     args = _example_inputs(config)
     plugin = metadata.msda is not None and metadata.msda.form == "plugin"
@@ -291,9 +266,10 @@ def export_onnx(model: nn.Module, output: str | os.PathLike, config: ExportConfi
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore")
         stack.enter_context(_quiet_logger("onnxscript"))
+        stack.enter_context(_quiet_logger("torch.onnx._internal.exporter._registration"))
         stack.enter_context(torch.no_grad())
         program = torch.onnx.export(
-            wrapper, args, dynamo=True, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+            wrapper, args, dynamo=True, input_names=list(INPUT_NAMES), output_names=list(model.output_names),
             dynamic_shapes=_dynamic_shapes(prepared, config) if config.dynamic else None,
             opset_version=config.opset, custom_translation_table=table, optimize=True, verbose=False)
     model_proto = program.model_proto
@@ -309,5 +285,5 @@ def export_onnx(model: nn.Module, output: str | os.PathLike, config: ExportConfi
         onnx.save_model(model_proto, str(tmp))
     seconds = time.perf_counter() - start
     size = output.stat().st_size
-    log(f"wrote {output} ({size / 1e6:.1f} MB, {len(model_proto.graph.node)} nodes) in {seconds:.1f}s")
+    log(f"  exported in {seconds:.1f}s: {size / 1e6:.1f} MB, {len(model_proto.graph.node)} nodes")
     return ExportResult(output, metadata, seconds, len(model_proto.graph.node), size)

@@ -27,13 +27,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .._optional import require
+from ..artifact.msda import PLUGIN_OPS
 
 # the only ops put in FP16: all their float inputs share one type, so casting every float input is valid
 FP16_OPS = {"Conv", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Relu", "MaxPool", "Reshape", "Transpose",
             "Concat", "Slice", "Gather", "Split", "Unsqueeze", "Squeeze", "Expand", "Where", "Flatten", "Identity"}
 FP32_SCOPES = ("position_embedding", "proposal_embedding", "sampling_offsets", "reference_points", "class_embed",
                "bbox_embed", "enc_output", "pos_trans", "query_embed")
-MSDA_OPS = {"GridSample", "MultiscaleDeformableAttnPlugin_TRT", "DetrDeployMSDA_TRT"}
+MSDA_OPS = {"GridSample", *PLUGIN_OPS}
 MSDA_CLASS = "detr_deploy.models.deformable_attention.MSDeformAttn"
 _SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 _CLASSES_KEY = "pkg.torch.onnx.class_hierarchy"

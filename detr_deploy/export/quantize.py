@@ -65,7 +65,10 @@ def calibration_images(folder: str | os.PathLike | None, count: int | None) -> l
                           "the ones the model will see; 100 is a reasonable minimum)")
     if not os.path.isdir(folder):
         raise ConfigError(f"calibration folder {folder} does not exist or is not a folder")
-    files = find_images([str(folder)])
+    try:
+        files = find_images([str(folder)])
+    except ImageError:  # a folder without image files
+        files = []
     readable, bad = [], []
     for path in files:
         if count is not None and len(readable) >= count:
@@ -173,7 +176,7 @@ def entropy_threshold_bin(hist: np.ndarray, levels: int = 128) -> int:
 
 
 def calibration_batches(images: list[str], metadata) -> list[dict[str, np.ndarray]]:
-    """The artefact's own preprocessing of the calibration images: one feed per batch (static batches filled)."""
+    """The artifact's own preprocessing of the calibration images: one feed per batch (static batches filled)."""
     from ..runtime.images import load_image
     from ..runtime.preprocess import normalization_table, preprocess_for
 
@@ -191,7 +194,8 @@ def collect_ranges(fp32_model, plan: QuantPlan, batches: Iterable[dict[str, np.n
 
     onnx = require("onnx", "INT8 calibration")
     ort = require("onnxruntime", "INT8 calibration")
-    from ..runtime.msda_cpu import has_plugin_nodes, redomain_plugin_nodes, session_options_with_plugins
+    from ..runtime.backends.onnxruntime import session_options
+    from ..runtime.msda_cpu import has_plugin_nodes, plugin_session
 
     names = sorted({activation for activation, _ in plan.nodes.values()})
     probe = copy.deepcopy(fp32_model)
@@ -199,10 +203,9 @@ def collect_ranges(fp32_model, plan: QuantPlan, batches: Iterable[dict[str, np.n
     for name in names:
         if name not in known:
             probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    options = ort.SessionOptions()
+    options = session_options()
     if has_plugin_nodes(probe):
-        options = session_options_with_plugins(options)
-        probe = redomain_plugin_nodes(probe)
+        probe, options = plugin_session(probe, options)
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     collector = RangeCollector(names)
     batches = list(batches)

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._optional import require
+from ..artifact.kinds import sidecar_path
+from ..artifact.metadata import ArtifactMetadata, read_onnx_metadata
+from ..artifact.msda import NVIDIA_PLUGIN, OUR_PLUGIN_LIBRARY
+from ..artifact.tensorrt import describe_gpu, engine_metadata, load_plugin_libraries
 from ..errors import ArtifactError, ConfigError
-from ..runtime.backends.tensorrt import describe_gpu, engine_metadata, load_plugin_libraries, sidecar_path
-from ..runtime.metadata import ArtifactMetadata, read_onnx_metadata
-from .msda import NVIDIA_PLUGIN
-from .onnx_export import atomic_output
+from ..files import atomic_output, check_output_file, write_bytes, write_json
 
 DEFAULT_OPT = (800, 1066)
 DEFAULT_MAX = (1333, 1333)  # shortest edge 800 / longest 1333, both orientations
@@ -66,9 +67,9 @@ def parse_shapes(text: str) -> Profile:
 
 
 def derive_profile(metadata: ArtifactMetadata, shapes: Profile | None = None) -> Profile:
-    """The profile to build: the user's (validated) or the default for the artefact.
+    """The profile to build: the user's (validated) or the default for the artifact.
 
-    Static artefacts: their fixed shape. Dynamic: batch 1, height/width from the model's minimum to 1333, optimised
+    Static artifacts: their fixed shape. Dynamic: batch 1, height/width from the model's minimum to 1333, optimised
     for 800x1066 (a 4:3 photo under the reference resize rule).
     """
     batch, _, height, width = metadata.inputs["pixel_values"]["shape"]
@@ -115,7 +116,7 @@ def check_plugins(metadata: ArtifactMetadata, trt_version: str, plugin_libraries
         raise ArtifactError(
             f"the model uses plugin {msda.plugin_name} version {msda.plugin_version} (namespace "
             f"'{msda.plugin_namespace or ''}'), which is not part of TensorRT: pass its library with --plugins "
-            f"({msda.plugin_library or 'the library that implements it'}; build ours with cmake -S plugins -B "
+            f"({msda.plugin_library or OUR_PLUGIN_LIBRARY}; build ours with cmake -S plugins -B "
             "plugins/build)")
 
 
@@ -169,11 +170,9 @@ class BuildResult:
 
 def write_engine(engine_bytes: bytes, output: Path, metadata: ArtifactMetadata) -> Path:
     """Engine and sidecar, each written atomically; the sidecar last, so an engine never lacks metadata."""
-    with atomic_output(output) as tmp:
-        tmp.write_bytes(engine_bytes)
+    write_bytes(output, engine_bytes)
     sidecar = sidecar_path(output)
-    with atomic_output(sidecar) as tmp:
-        tmp.write_text(json.dumps(json.loads(metadata.to_json()), indent=2, sort_keys=True))
+    write_json(sidecar, json.loads(metadata.to_json()))
     return sidecar
 
 
@@ -185,9 +184,9 @@ def build_engine(onnx_path: str | os.PathLike, output: str | os.PathLike | None 
     onnx = require("onnx", "reading the ONNX file")
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
-        raise ArtifactError(f"{onnx_path} does not exist")
+        raise ArtifactError(f"{onnx_path}: no such file")
     metadata = read_onnx_metadata(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path))
-    output = Path(output) if output else onnx_path.with_suffix(".engine")
+    output = check_output_file(Path(output) if output else onnx_path.with_suffix(".engine"), "engine")
     plugin_libraries = [str(Path(p).resolve()) for p in (plugin_libraries or [])]
     profile = derive_profile(metadata, shapes)
     trt = require("tensorrt", "building TensorRT engines")

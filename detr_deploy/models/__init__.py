@@ -1,18 +1,20 @@
 # SPDX-License-Identifier: Apache-2.0
-"""PyTorch reference models. Configs and the registry import without torch; model classes load lazily."""
+"""PyTorch reference models (know nothing of checkpoints, export, runtime or the renderer).
+
+Configs and the registry import without torch; model classes load lazily.
+"""
 from __future__ import annotations
 
 from .config import BackboneConfig, DeformableDetrConfig, DetrConfig, apply_overrides
-from .registry import ALIASES, get_entry, list_models, register_model, resolve_name
+from .registry import ALIASES, get_entry, is_registered, list_models, register_model, resolve_name
 
 _LAZY = {
     "DETR": ".detr",
     "DeformableDETR": ".deformable_detr",
+    "DetrFamilyModel": ".base",
     "MSDeformAttn": ".deformable_attention",
     "ms_deform_attn_core": ".deformable_attention",
-    "build_model": ".factory",
-    "create_model": ".factory",
-    "RandomWeightsWarning": ".factory",
+    "build_model": ".build",
 }
 
 
@@ -25,4 +27,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["ALIASES", "BackboneConfig", "DeformableDetrConfig", "DetrConfig", "apply_overrides", "get_entry",
-           "list_models", "register_model", "resolve_name", *_LAZY]
+           "is_registered", "list_models", "register_model", "resolve_name", *_LAZY]

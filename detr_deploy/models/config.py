@@ -84,10 +84,11 @@ class _DetectorConfig:
     """Fields shared by DETR and Deformable DETR.
 
     ``image_size`` is the (shortest edge, longest edge) of the preprocessing resize the model was trained with
-    (800/1333 for the published models); exported artefacts record it.
+    (800/1333 for the published models); exported artifacts record it.
     """
 
     family: ClassVar[str] = ""
+    task: ClassVar[str] = "detection"
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     d_model: int = 256

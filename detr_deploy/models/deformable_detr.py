@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .backbone import Backbone
+from .base import DetrFamilyModel
 from .config import DeformableDetrConfig
 from .deformable_transformer import DeformableTransformer
 from .heads import MLP, inverse_sigmoid
@@ -17,7 +18,7 @@ from .masks import downsample_mask, padding_mask_from_pixel_mask
 from .position_encoding import SinePositionEmbedding
 
 
-class DeformableDETR(nn.Module):
+class DeformableDETR(DetrFamilyModel):
     """Deformable DETR (plain, single-scale, box refinement, two-stage) with fundamentalvision semantics.
 
     Parameter names follow the official checkpoints (backbone prefix ``backbone.body.``; no aliased
@@ -27,16 +28,13 @@ class DeformableDETR(nn.Module):
     ``forward(pixel_values [B,3,H,W] normalized, pixel_mask [B,H,W] 1 = real pixel) -> dict``:
         "logits"      [B, Q, num_classes] (sigmoid per class; no no-object column),
         "pred_boxes"  [B, Q, 4] (cx, cy, w, h) in [0, 1] of the unpadded image,
-        "aux_outputs" earlier decoder layers (training or ``return_aux``),
-        "enc_outputs" two-stage proposal head (training or ``return_aux``).
+        "aux_outputs" earlier decoder layers (training mode only),
+        "enc_outputs" two-stage proposal head (training mode only).
     """
 
     def __init__(self, config: DeformableDetrConfig):
-        super().__init__()
-        config.validate()
-        self.config = config
+        super().__init__(config)
         d, num_levels = config.d_model, config.num_feature_levels
-        self.return_aux = False
         self.backbone = Backbone(config.backbone)
         self.position_embedding = SinePositionEmbedding(d // 2, offset=0.5)
         projections = [nn.Sequential(nn.Conv2d(c, d, kernel_size=1), nn.GroupNorm(32, d))
@@ -101,7 +99,7 @@ class DeformableDETR(nn.Module):
         out = self.transformer(srcs, masks, pos, query_embed, self.class_embed, self.bbox_embed,
                                refine=self.config.with_box_refine)
         hs, refs = out["outputs"], out["references"]
-        with_aux = self.training or self.return_aux
+        with_aux = self.training
         levels = range(len(hs)) if with_aux else [len(hs) - 1]
         outputs = []
         for level in levels:

@@ -184,9 +184,10 @@ class DeformableTransformer(nn.Module):
             wh = torch.full_like(grid, 0.05 * (2.0 ** level))
             proposals.append(torch.cat((grid, wh), -1).reshape(memory.shape[0], -1, 4))
         proposals = torch.cat(proposals, 1)
-        valid = ((proposals > 0.01) & (proposals < 0.99)).all(-1, keepdim=True)
+        valid = ((proposals > 0.01) & (proposals < 0.99)).all(-1)
         logits = torch.log(proposals / (1 - proposals))
-        invalid = padding_mask[..., None] | ~valid
+        # Or on [B,S] then unsqueeze (not a keepdim [B,S,1] Or): onnxslim's shape inference turns that 1 into 4/d_model
+        invalid = (padding_mask | ~valid)[..., None]
         logits = logits.masked_fill(invalid, float("inf"))
         memory = memory.masked_fill(invalid, 0.0)
         return self.enc_output_norm(self.enc_output(memory)), logits

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .backbone import Backbone
+from .base import DetrFamilyModel
 from .config import DetrConfig
 from .heads import MLP
 from .masks import downsample_mask, padding_mask_from_pixel_mask
@@ -13,22 +14,19 @@ from .position_encoding import SinePositionEmbedding
 from .transformer import Transformer
 
 
-class DETR(nn.Module):
+class DETR(DetrFamilyModel):
     """DETR object detector (facebookresearch/detr semantics; parameter names of its checkpoints,
     except the backbone prefix ``backbone.body.`` for ``backbone.0.body.``).
 
     ``forward(pixel_values [B,3,H,W] normalized, pixel_mask [B,H,W] 1 = real pixel) -> dict``:
         "logits"      [B, Q, num_classes + 1] (last = no object; softmax),
         "pred_boxes"  [B, Q, 4] (cx, cy, w, h) in [0, 1] of the unpadded image,
-        "aux_outputs" list of the same two keys per earlier decoder layer (training, or ``return_aux``).
+        "aux_outputs" list of the same two keys per earlier decoder layer (training mode only).
     """
 
     def __init__(self, config: DetrConfig):
-        super().__init__()
-        config.validate()
-        self.config = config
+        super().__init__(config)
         d = config.d_model
-        self.return_aux = False
         self.backbone = Backbone(config.backbone)
         self.position_embedding = SinePositionEmbedding(d // 2, offset=0.0)
         self.input_proj = nn.Conv2d(self.backbone.channels[-1], d, kernel_size=1)
@@ -44,7 +42,7 @@ class DETR(nn.Module):
         mask = downsample_mask(padding_mask, feature)
         pos = self.position_embedding(mask).flatten(2).transpose(1, 2)  # [B, HW, d]
         src = self.input_proj(feature).flatten(2).transpose(1, 2)  # [B, HW, d]
-        with_aux = self.training or self.return_aux
+        with_aux = self.training
         hs = self.transformer(src, mask.flatten(1), self.query_embed.weight, pos, return_intermediate=with_aux)
         outputs = [{"logits": self.class_embed(h), "pred_boxes": self.bbox_embed(h).sigmoid()} for h in hs]
         result = dict(outputs[-1])

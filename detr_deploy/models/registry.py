@@ -1,37 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Registry of named variants: ``@register_model`` recipes returning a config, plus where their weights live."""
+"""Registry of named variants: ``@register_model`` recipes returning a config (where their published weights live
+is a separate table, ``detr_deploy.weights.pretrained``)."""
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import UnknownModelError
+from ..labels import SHAPES_CATEGORIES
 from .config import BackboneConfig, DeformableDetrConfig, DetrConfig, ModelConfig
-
-
-@dataclass(frozen=True)
-class PretrainedSource:
-    """Published weights of a variant.
-
-    Attributes:
-        hub_id: Hugging Face Hub repository (config.json + weights).
-        url: official release URL (``.pth``), tried when the Hub cannot be reached.
-        sha256_prefix: the hash prefix in the official file name, checked after download.
-        local: a file shipped inside this package (relative to ``detr_deploy/``), used first.
-    """
-
-    hub_id: str | None = None
-    url: str | None = None
-    sha256_prefix: str | None = None
-    local: str | None = None
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
     build_config: Callable[[], ModelConfig]
-    pretrained: PretrainedSource = field(default_factory=PretrainedSource)
     description: str = ""
 
 
@@ -39,11 +23,11 @@ _REGISTRY: dict[str, ModelEntry] = {}
 ALIASES: dict[str, str] = {"detr": "detr-r50", "deformable": "deformable-detr"}
 
 
-def register_model(name: str, pretrained: PretrainedSource | None = None, description: str = ""):
+def register_model(name: str, description: str = ""):
     """Decorator: register a zero-argument function returning the variant's config."""
 
     def wrap(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
-        _REGISTRY[name] = ModelEntry(name, fn, pretrained or PretrainedSource(), description or (fn.__doc__ or ""))
+        _REGISTRY[name] = ModelEntry(name, fn, description or (fn.__doc__ or ""))
         return fn
 
     return wrap
@@ -65,8 +49,8 @@ def resolve_name(name: str) -> str:
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UnknownModelError(
         f"unknown model {name!r}.{hint} Known models: {', '.join(list_models())} (aliases: "
-        f"{', '.join(f'{a} -> {t}' for a, t in ALIASES.items())}). A checkpoint file, a Hugging Face folder or "
-        "a Hub id (org/name) also works.")
+        f"{', '.join(f'{a} -> {t}' for a, t in ALIASES.items())}). A checkpoint file or Hugging Face folder "
+        "(an existing path) or a Hub repository (hf-hub:org/name) also works.")
 
 
 def is_registered(name: str) -> bool:
@@ -79,74 +63,61 @@ def get_entry(name: str) -> ModelEntry:
 
 
 # --- DETR -------------------------------------------------------------------------------------------------
-_FB = "https://dl.fbaipublicfiles.com/detr/"
-
-
-@register_model("detr-r50", PretrainedSource("facebook/detr-resnet-50", _FB + "detr-r50-e632da11.pth", "e632da11"))
+@register_model("detr-r50")
 def detr_r50() -> DetrConfig:
     """DETR, ResNet-50, 42.0 AP on COCO val."""
     return DetrConfig(backbone=BackboneConfig("resnet50"))
 
 
-@register_model("detr-r50-dc5",
-                PretrainedSource("facebook/detr-resnet-50-dc5", _FB + "detr-r50-dc5-f0fb7ef5.pth", "f0fb7ef5"))
+@register_model("detr-r50-dc5")
 def detr_r50_dc5() -> DetrConfig:
     """DETR, ResNet-50 with a dilated last stage (DC5), 43.3 AP."""
     return DetrConfig(backbone=BackboneConfig("resnet50", dilation=True))
 
 
-@register_model("detr-r101",
-                PretrainedSource("facebook/detr-resnet-101", _FB + "detr-r101-2c7b67e5.pth", "2c7b67e5"))
+@register_model("detr-r101")
 def detr_r101() -> DetrConfig:
     """DETR, ResNet-101, 43.5 AP."""
     return DetrConfig(backbone=BackboneConfig("resnet101"))
 
 
-@register_model("detr-r101-dc5",
-                PretrainedSource("facebook/detr-resnet-101-dc5", _FB + "detr-r101-dc5-a2e86def.pth", "a2e86def"))
+@register_model("detr-r101-dc5")
 def detr_r101_dc5() -> DetrConfig:
     """DETR, ResNet-101 DC5, 44.9 AP."""
     return DetrConfig(backbone=BackboneConfig("resnet101", dilation=True))
 
 
 # --- Deformable DETR --------------------------------------------------------------------------------------
-@register_model("deformable-detr", PretrainedSource("SenseTime/deformable-detr"))
+@register_model("deformable-detr")
 def deformable_detr() -> DeformableDetrConfig:
     """Deformable DETR, 4 levels, 44.5 AP."""
     return DeformableDetrConfig()
 
 
-@register_model("deformable-detr-single-scale", PretrainedSource("SenseTime/deformable-detr-single-scale"))
+@register_model("deformable-detr-single-scale")
 def deformable_detr_single_scale() -> DeformableDetrConfig:
     """Deformable DETR on C5 only, 39.4 AP."""
     return DeformableDetrConfig(backbone=BackboneConfig("resnet50", out_stages=(4,)), num_feature_levels=1)
 
 
-@register_model("deformable-detr-refine", PretrainedSource("SenseTime/deformable-detr-with-box-refine"))
+@register_model("deformable-detr-refine")
 def deformable_detr_refine() -> DeformableDetrConfig:
     """Deformable DETR with iterative box refinement, 46.2 AP."""
     return DeformableDetrConfig(with_box_refine=True)
 
 
-@register_model("deformable-detr-two-stage",
-                PretrainedSource("SenseTime/deformable-detr-with-box-refine-two-stage"))
+@register_model("deformable-detr-two-stage")
 def deformable_detr_two_stage() -> DeformableDetrConfig:
     """Two-stage Deformable DETR with box refinement, 46.9 AP."""
     return DeformableDetrConfig(with_box_refine=True, two_stage=True)
 
 
 # --- detr-deploy's own trained models (detr_deploy/zoo) ------------------------------------------------------
-def _shapes_labels() -> dict[int, str]:
-    from ..zoo.shapes import CATEGORIES
-
-    return dict(enumerate(CATEGORIES))
-
-
-@register_model("deformable-detr-shapes", PretrainedSource(local="zoo/weights/deformable_detr_shapes.safetensors"))
+@register_model("deformable-detr-shapes")
 def deformable_detr_shapes() -> DeformableDetrConfig:
     """Small Deformable DETR (box refinement) trained by detr-deploy on rendered shapes; see zoo/MODEL_CARD.md."""
     return DeformableDetrConfig(
         backbone=BackboneConfig("resnet", block="basic", depths=(2, 2, 2, 2), widths=(32, 64, 128, 256),
                                 stem_width=32, out_stages=(2, 3, 4)),
         d_model=128, num_heads=4, encoder_layers=2, decoder_layers=3, ffn_dim=512, num_queries=30, num_classes=8,
-        dropout=0.0, with_box_refine=True, id2label=_shapes_labels(), image_size=(256, 416))
+        dropout=0.0, with_box_refine=True, id2label=dict(enumerate(SHAPES_CATEGORIES)), image_size=(256, 416))

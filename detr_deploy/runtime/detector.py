@@ -1,35 +1,24 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``Detector``: an artefact (ONNX or TensorRT engine) plus the reference pre/post-processing, numpy + pillow."""
+"""``Detector``: an artifact (ONNX or TensorRT engine) plus the reference pre/post-processing, numpy + pillow."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, ImageError
-from .backends.base import Backend
+from ..errors import ConfigError, ImageError
+from .backends import BackendOptions, open_backend
 from .images import DEFAULT_MAX_PIXELS, describe, load_image
-from .postprocess import postprocess
+from .postprocess import postprocess_detections
 from .preprocess import Batch, normalization_table, preprocess_for
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
-
-def open_backend(artifact: str | os.PathLike, backend: str | None = None, **options: Any) -> Backend:
-    """The backend for ``artifact``: ``.onnx`` -> onnxruntime, ``.engine``/``.plan``/``.trt`` -> TensorRT."""
-    path = Path(artifact)
-    kind = backend or ("tensorrt" if path.suffix.lower() in ENGINE_SUFFIXES else "onnxruntime")
-    if kind == "onnxruntime":
-        from .backends.onnxruntime import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(path, **options)
-    if kind == "tensorrt":
-        from .backends.tensorrt import TensorRTBackend
-
-        return TensorRTBackend(path, **options)
-    raise ArtifactError(f"unknown backend {kind!r}; use 'onnxruntime' or 'tensorrt'")
+def check_threshold(threshold: float, what: str = "threshold") -> float:
+    """Scores are probabilities: a threshold outside [0, 1] is a mistake (35 for 0.35), not a setting."""
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ConfigError(f"{what} {threshold} is outside [0, 1]; scores are probabilities (e.g. 0.35)")
+    return float(threshold)
 
 
 class Detector:
@@ -38,47 +27,54 @@ class Detector:
     Args:
         artifact: ``model.onnx`` or ``model.engine`` written by detr-export/detr-build; pre/post-processing
             settings come from its metadata.
-        threshold: default score threshold (``score > threshold`` is kept).
-        batch_size: images per inference call (a static artefact's own batch size wins). A batch is padded to
+        threshold: default score threshold (``score > threshold`` is kept), in [0, 1].
+        batch_size: images per inference call (a static artifact's own batch size wins). A batch is padded to
             its largest image, and padding changes Deformable DETR's output (reference behaviour): 1, or images
             of one size, for accuracy.
-        backend: "onnxruntime" or "tensorrt"; None picks by file suffix.
+        backend: "onnxruntime" or "tensorrt"; None: by artifact kind (ONNX file or engine).
         max_pixels: images above this are refused (decompression-bomb protection).
-        **backend_options: passed to the backend (e.g. ``device="cuda"``, ``threads=2``, ``plugin_libraries``).
+        options: a :class:`BackendOptions`; or give its fields as keywords (``device="cuda"``, ``threads=2``,
+            ``plugin_libraries=[...]``).
 
     ``detector(images, threshold=None) -> list[dict]``, one per image, in order: ``"boxes"`` float32 [K,4] xyxy in
     original-image pixels, ``"scores"`` [K], ``"labels"`` int64 [K], ``"names"`` list[str], sorted by score.
-    An image that cannot be read gives ``{"error": message}`` and the others still run.
+    An image that cannot be read gives ``{"error": message, "source": name}`` and the others still run.
     """
 
     def __init__(self, artifact: str | os.PathLike, threshold: float = 0.5, batch_size: int = 1,
-                 backend: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, **backend_options: Any):
-        self.backend = open_backend(artifact, backend, **backend_options)
+                 backend: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 options: BackendOptions | None = None, **option_fields: Any):
+        if options is not None and option_fields:
+            raise ConfigError("pass backend options either as options=BackendOptions(...) or as keywords, not both")
+        options = options or BackendOptions.from_kwargs(**option_fields)
+        self.threshold = check_threshold(threshold)
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend = open_backend(artifact, backend, options)
         self.metadata = self.backend.metadata
-        self.threshold = threshold
         self.max_pixels = max_pixels
-        batch = self.metadata.inputs["pixel_values"]["shape"][0]
-        self.static_batch = batch if isinstance(batch, int) else None
-        self.batch_size = self.static_batch or max(1, int(batch_size))
-        self.pad_to = tuple(self.metadata.preprocess.input_size) if self.metadata.preprocess.input_size else None
+        self.static_batch = self.metadata.static_batch
+        self.batch_size = self.static_batch or int(batch_size)
+        self.pad_to = self.metadata.static_input_size
         self._table = normalization_table(self.metadata.preprocess)
         self._buffers: dict = {}
 
     def preprocess(self, images: list[np.ndarray]) -> Batch:
-        """``HxWx3 uint8`` arrays -> a batch (filled to a static artefact's batch size with copies)."""
+        """``HxWx3 uint8`` arrays -> a batch (filled to a static artifact's batch size with copies)."""
         return preprocess_for(images, self.metadata, self._table, self._buffers)
 
     def infer(self, batch: Batch) -> dict[str, np.ndarray]:
         return self.backend(batch.feeds())
 
     def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch, count: int, threshold: float) -> list[dict]:
-        return postprocess(outputs["logits"][:count], outputs["pred_boxes"][:count], self.metadata.postprocess,
-                           batch.original_sizes[:count], threshold, self.metadata.id2label)
+        return postprocess_detections(outputs["logits"][:count], outputs["pred_boxes"][:count],
+                                      self.metadata.postprocess, batch.original_sizes[:count], threshold,
+                                      self.metadata.id2label)
 
     def __call__(self, images: Any, threshold: float | None = None) -> list[dict]:
         if not isinstance(images, (list, tuple)):
             images = [images]
-        threshold = self.threshold if threshold is None else threshold
+        threshold = self.threshold if threshold is None else check_threshold(threshold)
         results: list[dict] = [{}] * len(images)
         loaded: list[tuple[int, np.ndarray]] = []
         for index, source in enumerate(images):

@@ -108,13 +108,22 @@ def describe(source: Any, index: int) -> str:
     return str(source) if isinstance(source, (str, os.PathLike)) else f"<image {index}>"
 
 
-def find_images(paths: list[str]) -> list[Path]:
-    """Files as given; folders expanded to their image files (recursively, sorted)."""
+def find_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """Files as given; folders expanded to their image files (recursively, sorted).
+
+    ImageError (bad input, before any work) for a path that does not exist and for a folder without images. Files
+    given by name are kept whatever their suffix; whether they are readable is found when they are loaded.
+    """
     found: list[Path] = []
     for entry in paths:
         path = Path(entry)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
-        else:
+            images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not images:
+                raise ImageError(f"{path}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
+            found.extend(images)
+        elif path.exists():
             found.append(path)
+        else:
+            raise ImageError(f"{path}: no such file or folder")
     return found

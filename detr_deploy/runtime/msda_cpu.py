@@ -1,23 +1,25 @@
 # SPDX-License-Identifier: Apache-2.0
-"""A CPU implementation of the MSDA plugin nodes for onnxruntime (numpy; via onnxruntime-extensions).
+"""MSDA plugin nodes on the CPU in onnxruntime: a plugin-form ONNX file (TensorRT-bound) runs here with the plugin
+node itself executed, never swapped for the portable GridSample form.
 
-This lets a plugin-form ONNX (TensorRT-bound) run on the CPU for verification, with the plugin node itself
-executed, never swapped for the portable GridSample form. onnxruntime-extensions serves Python custom ops
-only in its own domain (``ai.onnx.contrib``), so :func:`redomain_plugin_nodes` gives the session an in-memory
-copy whose plugin nodes carry that domain; op type, inputs and attributes are untouched.
+The kernel is the native one compiled from ``plugins/src/msdaMath.h`` (``msda_native``, multi-threaded) when it is
+built, else the numpy one below (slow; a one-line notice says how to build the native one). onnxruntime-extensions
+registers it: it serves Python custom ops only in its own domain (``ai.onnx.contrib``), so :func:`plugin_session`
+gives the session an in-memory copy whose plugin nodes carry that domain; op type, inputs and attributes are
+untouched.
 """
 from __future__ import annotations
+
+import copy
+import sys
 
 import numpy as np
 
 from .._optional import require
+from ..artifact.msda import PLUGIN_OPS
 
-PLUGIN_DOMAIN = "trt.plugins"
-NVIDIA_PLUGIN = "MultiscaleDeformableAttnPlugin_TRT"
-OUR_PLUGIN = "DetrDeployMSDA_TRT"
-PLUGIN_OPS = {NVIDIA_PLUGIN: False, OUR_PLUGIN: True}  # op type -> output is flat [N, Lq, M*D]
-_CONTRIB_DOMAIN = "ai.onnx.contrib"
-_registered = False
+CONTRIB_DOMAIN = "ai.onnx.contrib"
+_state = {"registered": False, "threads": 0, "notice": False}
 
 
 def msda_numpy(value: np.ndarray, spatial_shapes: np.ndarray, level_start_index: np.ndarray,
@@ -56,23 +58,59 @@ def msda_numpy(value: np.ndarray, spatial_shapes: np.ndarray, level_start_index:
     return out
 
 
-def register_plugin_ops() -> None:
-    """Register the CPU kernels of both plugin op types with onnxruntime-extensions (once per process)."""
-    global _registered
-    if _registered:
+def msda_forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                 threads: int = 0) -> np.ndarray:
+    """The plugin maths, ``[N,Lq,M*D]`` float32: the native kernel when built, else :func:`msda_numpy`."""
+    from .msda_native import load_native, msda_native
+
+    if load_native() is not None:
+        return msda_native(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                           num_threads=threads)
+    if not _state["notice"]:
+        _state["notice"] = True
+        print("notice: MSDA plugin nodes run on the slow numpy kernel: the native one is not built (reinstall "
+              "detr-deploy where a C++ compiler is present, or see detr_deploy/runtime/msda_native.py)",
+              file=sys.stderr)
+    out = msda_numpy(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    return out.reshape(out.shape[0], out.shape[1], -1)
+
+
+def _extensions():
+    """onnxruntime_extensions, imported without torch and transformers.
+
+    Its package init probes for both (tokenizer and audio converters we never use) and imports them when they are
+    installed: 10 s and a torch import in a runtime that must stay numpy-only. Those probes are guarded by
+    ``except ImportError``, so for the duration of the import the two are made unimportable (unless already loaded).
+    """
+    if "onnxruntime_extensions" in sys.modules:
+        return sys.modules["onnxruntime_extensions"]
+    blocked = [name for name in ("torch", "transformers", "tokenizers") if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # makes "import name" raise ImportError
+    try:
+        return require("onnxruntime_extensions", "running MSDA plugin nodes on the CPU")
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+
+
+def _register_plugin_ops() -> None:
+    """Register the CPU kernel of each plugin op type with onnxruntime-extensions (once per process)."""
+    if _state["registered"]:
         return
-    ext = require("onnxruntime_extensions", "running MSDA plugin nodes on the CPU")
+    ext = _extensions()
     types = ext.PyCustomOpDef
     inputs = [types.dt_float, types.dt_int32, types.dt_int32, types.dt_float, types.dt_float]
     attrs = {"plugin_version": types.dt_string, "plugin_namespace": types.dt_string}
 
     for op_type, flat in PLUGIN_OPS.items():
         def kernel(value, shapes, starts, loc, aw, flat=flat, **_attrs):
-            out = msda_numpy(value, shapes, starts, loc, aw)
-            return out.reshape(out.shape[0], out.shape[1], -1) if flat else out
+            out = msda_forward(value, shapes, starts, loc, aw, _state["threads"])
+            return out if flat else out.reshape(out.shape[0], out.shape[1], value.shape[2], value.shape[3])
 
         ext.onnx_op(op_type=op_type, inputs=inputs, outputs=[types.dt_float], attrs=attrs)(kernel)
-    _registered = True
+    _state["registered"] = True
 
 
 def has_plugin_nodes(model) -> bool:
@@ -80,26 +118,21 @@ def has_plugin_nodes(model) -> bool:
     return any(node.op_type in PLUGIN_OPS for node in model.graph.node)
 
 
-def redomain_plugin_nodes(model):
-    """A copy of ``model`` whose MSDA plugin nodes are in onnxruntime-extensions' domain (see module doc)."""
-    import copy
+def plugin_session(model, options, threads: int | None = None):
+    """(model copy, session options) for running a plugin-form ``onnx.ModelProto`` on onnxruntime's CPU provider.
 
+    The copy's plugin nodes are in onnxruntime-extensions' domain (see module doc); ``options`` (SessionOptions)
+    gets the extensions library. ``threads`` sets the native kernel's threads (None: all cores).
+    """
+    ext = _extensions()
+    _register_plugin_ops()
+    _state["threads"] = int(threads or 0)
+    options.register_custom_ops_library(ext.get_library_path())
     model = copy.deepcopy(model)
     for node in model.graph.node:
         if node.op_type in PLUGIN_OPS:
-            node.domain = _CONTRIB_DOMAIN
-    domains = {o.domain for o in model.opset_import}
-    if _CONTRIB_DOMAIN not in domains:
+            node.domain = CONTRIB_DOMAIN
+    if CONTRIB_DOMAIN not in {o.domain for o in model.opset_import}:
         entry = model.opset_import.add()
-        entry.domain, entry.version = _CONTRIB_DOMAIN, 1
-    return model
-
-
-def session_options_with_plugins(options=None):
-    """onnxruntime SessionOptions with the CPU plugin kernels' library registered."""
-    ort = require("onnxruntime", "running ONNX models")
-    ext = require("onnxruntime_extensions", "running MSDA plugin nodes on the CPU")
-    register_plugin_ops()
-    options = options or ort.SessionOptions()
-    options.register_custom_ops_library(ext.get_library_path())
-    return options
+        entry.domain, entry.version = CONTRIB_DOMAIN, 1
+    return model, options

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metadata import Postprocess
+from ..artifact.metadata import Postprocess
 
 
 def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
@@ -12,13 +12,28 @@ def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
     return np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
+def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
 
 
-def postprocess(logits: np.ndarray, pred_boxes: np.ndarray, post: Postprocess, target_sizes: list[tuple[int, int]],
-                threshold: float, id2label: dict[int, str] | None = None) -> list[dict]:
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def class_scores(logits: np.ndarray, kind: str) -> np.ndarray:
+    """Per-(query, class) scores ``[..., Q, C']`` as the post-processing ranks them: softmax without the no-object
+    column ("softmax-drop-last", DETR) or sigmoid ("sigmoid-top-k", Deformable DETR)."""
+    if kind == "softmax-drop-last":
+        return softmax(logits)[..., :-1]
+    if kind == "sigmoid-top-k":
+        return sigmoid(logits)
+    raise ValueError(f"unknown postprocessing kind {kind!r}")
+
+
+def postprocess_detections(logits: np.ndarray, pred_boxes: np.ndarray, post: Postprocess,
+                           target_sizes: list[tuple[int, int]], threshold: float,
+                           id2label: dict[int, str] | None = None) -> list[dict]:
     """Per image: ``{"boxes" [K,4] xyxy float32, "scores" [K], "labels" int64 [K], "names" list[str]}``.
 
     "softmax-drop-last" (DETR): softmax over classes + no-object, drop the last, best class per query.
@@ -31,13 +46,13 @@ def postprocess(logits: np.ndarray, pred_boxes: np.ndarray, post: Postprocess, t
     results = []
     for i, (h, w) in enumerate(target_sizes):
         if post.kind == "softmax-drop-last":
-            prob = _softmax(logits[i])[:, :-1]
+            prob = class_scores(logits[i], post.kind)
             labels = prob.argmax(-1)
             scores = prob[np.arange(prob.shape[0]), labels]
             chosen = boxes[i]
         elif post.kind == "sigmoid-top-k":
             num_classes = logits.shape[-1]
-            flat = (1.0 / (1.0 + np.exp(-logits[i]))).reshape(-1)
+            flat = class_scores(logits[i], post.kind).reshape(-1)
             k = min(post.top_k, flat.size)
             top = np.argpartition(-flat, k - 1)[:k]
             top = top[np.argsort(-flat[top], kind="stable")]

@@ -2,7 +2,7 @@
 """Images -> ``pixel_values``/``pixel_mask``, reproducing the reference evaluation transform in numpy + pillow.
 
 Resize (Pillow bilinear on uint8, as Hugging Face's PIL image processor), rescale by 1/255, ImageNet normalisation,
-zero-padding bottom-right to the batch maximum (or a static artefact's input size), mask 1 = real pixel.
+zero-padding bottom-right to the batch maximum (or a static artifact's input size), mask 1 = real pixel.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._optional import require
+from ..artifact.metadata import Preprocess
 from ..errors import ConfigError
-from .metadata import Preprocess
 
 
 def shortest_edge_size(height: int, width: int, shortest_edge: int = 800, longest_edge: int = 1333,
@@ -37,7 +37,7 @@ def shortest_edge_size(height: int, width: int, shortest_edge: int = 800, longes
 
 
 def fit_size(height: int, width: int, target: tuple[int, int]) -> tuple[int, int]:
-    """Largest (height, width) with the image's aspect ratio inside ``target`` (static artefacts)."""
+    """Largest (height, width) with the image's aspect ratio inside ``target`` (static artifacts)."""
     scale = min(target[0] / height, target[1] / width)
     return min(target[0], max(1, int(round(height * scale)))), min(target[1], max(1, int(round(width * scale))))
 
@@ -81,12 +81,12 @@ def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size[1], size[0]), resample=Image.BILINEAR))
 
 
-def preprocess(images: list[np.ndarray], pre: Preprocess, pad_to: tuple[int, int] | None = None,
+def preprocess_images(images: list[np.ndarray], pre: Preprocess, pad_to: tuple[int, int] | None = None,
                table: np.ndarray | None = None, buffers: dict | None = None) -> Batch:
     """``HxWx3 uint8 RGB`` images -> one padded, normalised batch.
 
     Args:
-        pad_to: pad to this (height, width) instead of the batch maximum (static artefacts: their input size).
+        pad_to: pad to this (height, width) instead of the batch maximum (static artifacts: their input size).
         table: a cached :func:`normalization_table` of ``pre``.
         buffers: a dict the caller keeps between calls; output arrays of the same shape are reused from it
             (a fresh 10 MB allocation per image costs page faults). The returned arrays are then overwritten
@@ -98,7 +98,7 @@ def preprocess(images: list[np.ndarray], pre: Preprocess, pad_to: tuple[int, int
     width = max(r.shape[1] for r in resized)
     if pad_to is not None:
         if height > pad_to[0] or width > pad_to[1]:
-            raise ConfigError(f"resized image {height}x{width} exceeds the artefact's input size {pad_to}")
+            raise ConfigError(f"resized image {height}x{width} exceeds the artifact's input size {pad_to}")
         height, width = pad_to
     shape = (len(images), 3, height, width)
     if buffers is not None and buffers.get("shape") == shape:
@@ -124,15 +124,15 @@ def preprocess(images: list[np.ndarray], pre: Preprocess, pad_to: tuple[int, int
 
 def preprocess_for(images: list[np.ndarray], metadata, table: np.ndarray | None = None,
                    buffers: dict | None = None) -> Batch:
-    """:func:`preprocess` as an artefact expects it (``metadata``: its :class:`ArtifactMetadata`).
+    """:func:`preprocess_images` as an artifact expects it (``metadata``: its :class:`ArtifactMetadata`).
 
-    Padded to a static artefact's input size, and a static batch filled with copies of the first image (the caller
+    Padded to a static artifact's input size, and a static batch filled with copies of the first image (the caller
     keeps only the first ``len(images)`` results).
     """
-    pre = metadata.preprocess
-    batch = metadata.inputs["pixel_values"]["shape"][0]
     filled = list(images)
-    if isinstance(batch, int):
-        filled += [images[0]] * (batch - len(images))
-    pad_to = tuple(pre.input_size) if pre.input_size else None
-    return preprocess(filled, pre, pad_to, table, buffers)
+    if metadata.static_batch is not None:
+        if len(images) > metadata.static_batch:
+            raise ConfigError(f"{len(images)} images in one call, but the artifact's batch is fixed at "
+                              f"{metadata.static_batch}")
+        filled += [images[0]] * (metadata.static_batch - len(images))
+    return preprocess_images(filled, metadata.preprocess, metadata.static_input_size, table, buffers)

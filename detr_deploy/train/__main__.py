@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
+"""Deprecated entry point ``python -m detr_deploy.train ...``: use ``detr-train``."""
 import sys
 
-from .trainer import main
+from ..cli.train import deprecated_module_entry
 
-sys.exit(main())
+sys.exit(deprecated_module_entry(sys.argv[1:]))

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..artifact.metadata import Preprocess
 from ..runtime.images import load_image
-from ..runtime.metadata import Preprocess
-from ..runtime.preprocess import preprocess
+from ..runtime.preprocess import preprocess_images
 
 
 class CocoDetection:
@@ -56,5 +56,5 @@ def training_batch(dataset: CocoDetection, indices: list[int], rng: np.random.Ge
         targets.append({"labels": torch.from_numpy(labels),
                         "boxes": torch.from_numpy(np.stack([cx, cy, bw, bh], -1).astype(np.float32))})
     pre = Preprocess(shortest_edge=int(rng.choice(scales)), longest_edge=max_size)
-    batch = preprocess(images, pre)
+    batch = preprocess_images(images, pre)
     return torch.from_numpy(batch.pixel_values), torch.from_numpy(batch.pixel_mask), targets

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..evaluation import coco_map, to_coco_results
-from ..models.factory import build_model
+from ..artifact.settings import postprocess_settings, preprocess_settings
+from ..evaluation import coco_map
+from ..files import write_json
+from ..models.build import build_model
 from ..models.registry import get_entry
+from ..runtime.coco import coco_results
 from ..runtime.images import load_image
-from ..runtime.metadata import Postprocess, Preprocess
-from ..runtime.postprocess import postprocess
-from ..runtime.preprocess import preprocess
+from ..runtime.postprocess import postprocess_detections
+from ..runtime.preprocess import preprocess_images
 from .data import CocoDetection, training_batch
 from .losses import SetCriterion
 
@@ -85,7 +86,7 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset: CocoDetection, image_size: tuple[int, int], limit: int | None = None,
+def evaluate(model: torch.nn.Module, dataset: CocoDetection, limit: int | None = None,
              batch_size: int = 1) -> dict[str, float]:
     """COCO mAP of ``model`` on (the first ``limit`` images of) ``dataset`` with the runtime's pre/post-processing.
 
@@ -95,19 +96,17 @@ def evaluate(model: torch.nn.Module, dataset: CocoDetection, image_size: tuple[i
     """
     was_training = model.training
     model.eval()
-    pre = Preprocess(shortest_edge=image_size[0], longest_edge=image_size[1])
-    family = model.config.family
-    post = Postprocess("sigmoid-top-k", 100) if family == "deformable" else Postprocess("softmax-drop-last")
+    pre, post = preprocess_settings(model.config), postprocess_settings(model.config)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     results = []
     for start in range(0, count, batch_size):
         indices = list(range(start, min(start + batch_size, count)))
         images = [load_image(dataset.path(i)) for i in indices]
-        batch = preprocess(images, pre)
-        out = model(torch.from_numpy(batch.pixel_values), torch.from_numpy(batch.pixel_mask))
-        detections = postprocess(out["logits"].numpy(), out["pred_boxes"].numpy(), post, batch.original_sizes, 0.0)
+        batch = preprocess_images(images, pre)
+        out = model.predict_numpy(batch.pixel_values, batch.pixel_mask)
+        detections = postprocess_detections(out["logits"], out["pred_boxes"], post, batch.original_sizes, 0.0)
         for i, det in zip(indices, detections):
-            results += to_coco_results(dataset.images[i]["id"], det)
+            results += coco_results(dataset.images[i]["id"], det)
     model.train(was_training)
     return coco_map(dataset.coco, results, [dataset.images[i]["id"] for i in range(count)])
 
@@ -125,7 +124,7 @@ def save_inference_weights(model: torch.nn.Module, path: str | os.PathLike) -> P
              for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     path = Path(path)
     tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"variant": getattr(model, "variant", "custom"), "format": "detr-deploy"})
+    save_file(state, str(tmp), metadata={"variant": model.variant, "format": "detr-deploy"})
     os.replace(tmp, path)
     return path
 
@@ -153,10 +152,9 @@ def train(config: TrainConfig, log=print) -> Path:
         log(f"resumed from {checkpoint} at step {step}")
         # the schedule follows the current --iterations, so the log must say when it changed
         _log(out / "train.log", {"step": step, "resumed": True, "iterations": config.iterations})
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    write_json(out / "config.json", asdict(config))
     data = CocoDetection(config.data)
     val = CocoDetection(config.val_data) if config.val_data else None
-    image_size = tuple(model.config.image_size)
     # batches of one orientation: a portrait image padded beside landscapes would double the compute
     groups = [[i for i, im in enumerate(data.images) if (im["width"] >= im["height"]) == landscape]
               for landscape in (True, False)]
@@ -195,32 +193,8 @@ def train(config: TrainConfig, log=print) -> Path:
                         "torch_rng": torch.get_rng_state(), "numpy_rng": json.dumps(rng.bit_generator.state)}, tmp)
             os.replace(tmp, checkpoint)
         if val is not None and (step % config.eval_every == 0 or step == config.iterations):
-            stats = evaluate(model, val, image_size, config.eval_images)
+            stats = evaluate(model, val, config.eval_images)
             _log(out / "train.log", {"step": step, "eval": stats})
             log(f"step {step}: val mAP {stats['mAP']:.3f} mAP50 {stats['mAP50']:.3f}")
     model.eval()
     return save_inference_weights(model, out / "final.safetensors")
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m detr_deploy.train", description=__doc__)
-    parser.add_argument("--variant", default="deformable-detr-shapes")
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--val-data", default=None)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--iterations", type=int, default=6000)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--eval-every", type=int, default=1000)
-    parser.add_argument("--eval-images", type=int, default=200)
-    parser.add_argument("--checkpoint-every", type=int, default=200)
-    args = parser.parse_args(argv)
-    config = TrainConfig(args.variant, args.data, args.out, args.val_data, args.iterations, args.batch_size, args.lr,
-                         seed=args.seed, threads=args.threads, eval_every=args.eval_every,
-                         eval_images=args.eval_images, checkpoint_every=args.checkpoint_every)
-    print(train(config, log=lambda m: print(m, file=sys.stderr, flush=True)))
-    return 0

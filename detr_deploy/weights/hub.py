@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -13,9 +12,11 @@ from pathlib import Path
 
 from .._optional import require
 from ..errors import WeightsUnavailableError
+from ..files import atomic_output
+from ..progress import progress
 
-_OFFLINE_HINT = ("pass weights=PATH (an official .pth, a Hugging Face folder or model.safetensors) or "
-                 "weights='random'")
+_OFFLINE_HINT = ("pass weights=PATH (an official .pth, a Hugging Face folder or model.safetensors; --weights on "
+                 "the command line) or weights='random'")
 
 
 def cache_dir() -> Path:
@@ -36,9 +37,10 @@ def _host_resolves(url: str) -> bool:
 def download_hub(repo_id: str, revision: str | None = None) -> Path:
     """Download ``config.json`` and the weights of a Hub repository (local HF cache first); returns the folder."""
     hub = require("huggingface_hub", "downloading weights from the Hugging Face Hub")
-    errors = hub.errors
+    # huggingface_hub 2.x loads its errors submodule lazily: import it by name
+    errors = require("huggingface_hub.errors", "downloading weights from the Hugging Face Hub")
     try:
-        return _fetch_hub(hub, repo_id, revision, local_files_only=True)
+        return _fetch_hub(hub, errors, repo_id, revision, local_files_only=True)
     except Exception:  # not cached: go to the network
         pass
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
@@ -46,7 +48,7 @@ def download_hub(repo_id: str, revision: str | None = None) -> Path:
         raise WeightsUnavailableError(f"could not download {repo_id}: {endpoint} is not reachable from here "
                                       f"(offline); {_OFFLINE_HINT}")
     try:
-        return _fetch_hub(hub, repo_id, revision, local_files_only=False)
+        return _fetch_hub(hub, errors, repo_id, revision, local_files_only=False)
     except errors.RepositoryNotFoundError as exc:
         raise WeightsUnavailableError(f"no Hub repository {repo_id!r} (or it is private/gated and you are not "
                                       f"logged in); {_OFFLINE_HINT}") from exc
@@ -58,13 +60,13 @@ def download_hub(repo_id: str, revision: str | None = None) -> Path:
                                       f"{_OFFLINE_HINT}") from exc
 
 
-def _fetch_hub(hub, repo_id: str, revision: str | None, local_files_only: bool) -> Path:
+def _fetch_hub(hub, errors, repo_id: str, revision: str | None, local_files_only: bool) -> Path:
     config = Path(hub.hf_hub_download(repo_id, "config.json", revision=revision, local_files_only=local_files_only))
     for name in ("model.safetensors", "pytorch_model.bin"):
         try:
             hub.hf_hub_download(repo_id, name, revision=revision, local_files_only=local_files_only)
             return config.parent
-        except hub.errors.EntryNotFoundError:
+        except errors.EntryNotFoundError:
             continue
     raise WeightsUnavailableError(f"Hub repository {repo_id} has no model.safetensors or pytorch_model.bin")
 
@@ -74,21 +76,20 @@ def download_url(url: str, sha256_prefix: str | None = None, timeout: float = 30
     target = cache_dir() / Path(url).name
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while block := response.read(1 << 20):
-                digest.update(block)
-                out.write(block)
-        if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix):
-            raise WeightsUnavailableError(f"{url} downloaded with sha256 {digest.hexdigest()[:12]}..., expected "
-                                          f"{sha256_prefix}...: the download is corrupt, try again")
-        os.replace(tmp, target)
+        with atomic_output(target) as tmp, open(tmp, "wb") as out, \
+                urllib.request.urlopen(url, timeout=timeout) as response:
+            size = int(response.headers.get("Content-Length") or 0)
+            with progress(size, f"download {target.name}", unit="B") as advance:
+                while block := response.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+                    advance(len(block))
+            out.flush()
+            if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix):
+                raise WeightsUnavailableError(f"{url} downloaded with sha256 {digest.hexdigest()[:12]}..., expected "
+                                              f"{sha256_prefix}...: the download is corrupt, try again")
         return target
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise WeightsUnavailableError(f"could not download {url} ({exc}); {_OFFLINE_HINT}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

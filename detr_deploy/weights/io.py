@@ -36,7 +36,7 @@ class Checkpoint:
         hf_config: the Hugging Face ``config.json`` next to the weights, when there is one.
         source: what the user passed (path or Hub id).
         files: the weight files read.
-        sha256: hash of the (first) weight file, for artefact metadata.
+        sha256: hash of the (first) weight file, for artifact metadata.
         notes: what cleaning did (stripped prefixes, dropped keys).
     """
 

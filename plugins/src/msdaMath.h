@@ -16,6 +16,11 @@
 #else
 #define DD_HD inline
 #endif
+#if defined(__CUDA_ARCH__)
+#define DD_UNROLL _Pragma("unroll") // device pass only: the host compiler does not know the pragma
+#else
+#define DD_UNROLL
+#endif
 
 namespace detr_deploy
 {
@@ -54,16 +59,25 @@ struct MsdaShape
     }
 };
 
-//! Bilinear sample of one channel of a level at pixel coordinates (h, w), zero outside the map.
-//! `level` points at channel d of pixel (0, 0); consecutive pixels are `pixelStride` elements apart.
-template <typename T>
-DD_HD float sampleBilinearZeroPad(
-    T const* level, int32_t height, int32_t width, int64_t pixelStride, float h, float w)
+//! The four bilinear neighbours of one sampling point in one level map, computed once per point and shared by
+//! every channel. Corner i is (h0 + (i >> 1), w0 + (i & 1)): 0 top-left, 1 top-right, 2 bottom-left,
+//! 3 bottom-right. A corner outside the map has weight 0, pixel 0 (a safe, in-map index) and its bit in `valid`
+//! clear; callers that must not read it at all (a NaN or inf there would survive a 0 weight) test `valid`.
+struct BilinearCorners
 {
+    int32_t pixel[4];  // row-major pixel index h * W + w within the level (int32: a level has < 2^31 pixels)
+    float weight[4];   // bilinear weight; 0 outside the map
+    int32_t valid;     // bit i set: corner i lies inside the map
+};
+
+//! Neighbours and weights of pixel coordinates (h, w) (pixel = loc * size - 0.5) in a height x width map.
+DD_HD BilinearCorners bilinearCorners(int32_t height, int32_t width, float h, float w)
+{
+    BilinearCorners c{{0, 0, 0, 0}, {0.0f, 0.0f, 0.0f, 0.0f}, 0};
     // Outside the open box (-1, H) x (-1, W) every neighbour is outside (or has weight 0). Also rejects NaN.
     if (!(h > -1.0f && w > -1.0f && h < static_cast<float>(height) && w < static_cast<float>(width)))
     {
-        return 0.0f;
+        return c;
     }
     int32_t const h0 = static_cast<int32_t>(floorf(h));
     int32_t const w0 = static_cast<int32_t>(floorf(w));
@@ -73,22 +87,55 @@ DD_HD float sampleBilinearZeroPad(
     float const lw = w - static_cast<float>(w0);
     float const hh = 1.0f - lh;
     float const hw = 1.0f - lw;
+    bool const top = h0 >= 0;
+    bool const bottom = h1 < height;
+    bool const left = w0 >= 0;
+    bool const right = w1 < width;
+    int32_t const row0 = h0 * width;
+    int32_t const row1 = row0 + width;
+    if (top && left)
+    {
+        c.pixel[0] = row0 + w0;
+        c.weight[0] = hh * hw;
+        c.valid |= 1;
+    }
+    if (top && right)
+    {
+        c.pixel[1] = row0 + w1;
+        c.weight[1] = hh * lw;
+        c.valid |= 2;
+    }
+    if (bottom && left)
+    {
+        c.pixel[2] = row1 + w0;
+        c.weight[2] = lh * hw;
+        c.valid |= 4;
+    }
+    if (bottom && right)
+    {
+        c.pixel[3] = row1 + w1;
+        c.weight[3] = lh * lw;
+        c.valid |= 8;
+    }
+    return c;
+}
+
+//! Bilinear sample of one channel of a level at pixel coordinates (h, w), zero outside the map.
+//! `level` points at channel d of pixel (0, 0); consecutive pixels are `pixelStride` elements apart.
+//! Corners outside the map are never read; the inside ones are summed in corner order.
+template <typename T>
+DD_HD float sampleBilinearZeroPad(
+    T const* level, int32_t height, int32_t width, int64_t pixelStride, float h, float w)
+{
+    BilinearCorners const c = bilinearCorners(height, width, h, w);
     float result = 0.0f;
-    if (h0 >= 0 && w0 >= 0)
+    DD_UNROLL
+    for (int32_t i = 0; i < 4; ++i)
     {
-        result += hh * hw * Scalar<T>::load(level[(static_cast<int64_t>(h0) * width + w0) * pixelStride]);
-    }
-    if (h0 >= 0 && w1 < width)
-    {
-        result += hh * lw * Scalar<T>::load(level[(static_cast<int64_t>(h0) * width + w1) * pixelStride]);
-    }
-    if (h1 < height && w0 >= 0)
-    {
-        result += lh * hw * Scalar<T>::load(level[(static_cast<int64_t>(h1) * width + w0) * pixelStride]);
-    }
-    if (h1 < height && w1 < width)
-    {
-        result += lh * lw * Scalar<T>::load(level[(static_cast<int64_t>(h1) * width + w1) * pixelStride]);
+        if (c.valid & (1 << i))
+        {
+            result += c.weight[i] * Scalar<T>::load(level[static_cast<int64_t>(c.pixel[i]) * pixelStride]);
+        }
     }
     return result;
 }

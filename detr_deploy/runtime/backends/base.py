@@ -6,11 +6,11 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from ..metadata import ArtifactMetadata
+from ...artifact.metadata import ArtifactMetadata
 
 
 class Backend(ABC):
-    """An artefact ready to run.
+    """An artifact ready to run.
 
     ``backend({"pixel_values": [B,3,H,W] float32, "pixel_mask": [B,H,W] int32}) -> {"logits": ..., "pred_boxes": ...}``.
     Attributes: ``metadata`` (ArtifactMetadata), ``input_names``, ``output_names``, ``name`` (e.g. "onnxruntime").

@@ -2,8 +2,8 @@
 """onnxruntime backend: CPU, CUDA or TensorRT execution providers.
 
 A plugin-form model (MSDA as TensorRT plugin nodes) runs on the CPU provider through detr-deploy's CPU kernel
-(``msda_cpu``, needs onnxruntime-extensions); with the TensorRT provider the nodes go to TensorRT's plugin,
-optionally from ``trt_plugin_libraries``.
+(``msda_cpu``); with the TensorRT provider the nodes go to TensorRT's plugin, optionally from
+``BackendOptions.plugin_libraries``.
 """
 from __future__ import annotations
 
@@ -14,12 +14,37 @@ from typing import Any
 import numpy as np
 
 from ..._optional import require
+from ...artifact.metadata import ArtifactMetadata, read_onnx_metadata
 from ...errors import ArtifactError
-from ..metadata import ArtifactMetadata, read_onnx_metadata
-from ..msda_cpu import has_plugin_nodes, redomain_plugin_nodes, session_options_with_plugins
+from ..msda_cpu import has_plugin_nodes, plugin_session
 from .base import Backend
+from .options import BackendOptions
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+QUIET = 3  # onnxruntime log severity: errors only (its optimizer warns about every constant it cannot fold)
+
+
+def session_options(threads: int | None = None):
+    """onnxruntime SessionOptions with ``threads`` intra-op threads and only errors logged."""
+    ort = require("onnxruntime", "running ONNX artifacts")
+    options = ort.SessionOptions()
+    options.log_severity_level = QUIET
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
+
+
+def load_onnx(path: str | os.PathLike):
+    """An ``onnx.ModelProto`` from a file, with ArtifactError for a missing or unreadable one."""
+    onnx = require("onnx", "reading ONNX artifacts")
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such file")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError and others on arbitrary bytes
+        raise ArtifactError(f"{path} is not a readable ONNX file ({exc})") from exc
 
 
 class OnnxRuntimeBackend(Backend):
@@ -27,63 +52,45 @@ class OnnxRuntimeBackend(Backend):
 
     Args:
         model: path to the .onnx file, or an ``onnx.ModelProto``.
-        device: "cpu", "cuda" or "tensorrt" (the execution provider; falls back to nothing: a missing provider is
-            an error naming what to install).
-        device_id: GPU index for cuda/tensorrt.
-        threads: intra-op threads (None: onnxruntime's default).
-        trt_plugin_libraries: plugin .so files for the TensorRT provider.
-        trt_engine_cache: folder for the TensorRT provider's engine cache.
-        provider_options: extra options merged into the provider's options.
+        options: device, execution provider, threads, TensorRT provider plugins and engine cache. A missing
+            provider is an error naming what to install (no silent fallback to the CPU).
     """
 
     name = "onnxruntime"
 
-    def __init__(self, model: str | os.PathLike | Any, device: str = "cpu", device_id: int = 0,
-                 threads: int | None = None, trt_plugin_libraries: list[str] | None = None,
-                 trt_engine_cache: str | None = None, provider_options: dict[str, Any] | None = None):
-        ort = require("onnxruntime", "running ONNX artefacts")
-        onnx = require("onnx", "reading ONNX artefacts")
+    def __init__(self, model: str | os.PathLike | Any, options: BackendOptions | None = None):
+        ort = require("onnxruntime", "running ONNX artifacts")
+        options = options or BackendOptions()
+        options.validate()
         if isinstance(model, (str, os.PathLike)):
-            path = Path(model)
-            if not path.is_file():
-                raise ArtifactError(f"{path} does not exist")
-            try:
-                proto = onnx.load(str(path))
-            except Exception as exc:
-                raise ArtifactError(f"{path} is not a readable ONNX file ({exc})") from exc
-            where = str(path)
+            proto, where = load_onnx(model), str(model)
         else:
             proto, where = model, "ONNX model"
         self.metadata: ArtifactMetadata = read_onnx_metadata(proto, where)
-        if device not in PROVIDERS:
-            raise ArtifactError(f"unknown device {device!r}; use one of {sorted(PROVIDERS)}")
-        provider = PROVIDERS[device]
+        provider_kind = options.onnxruntime_provider()
+        provider = PROVIDERS[provider_kind]
         if provider not in ort.get_available_providers():
-            extra = "onnxruntime-gpu" if device == "cuda" else "onnxruntime-gpu built with TensorRT"
+            extra = "onnxruntime-gpu" if provider_kind == "cuda" else "onnxruntime-gpu built with TensorRT"
             raise ArtifactError(f"onnxruntime has no {provider} here (available: {ort.get_available_providers()}); "
-                                f"install {extra} and the matching CUDA/TensorRT libraries, or use device='cpu'")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        opts: dict[str, Any] = {}
-        if device in ("cuda", "tensorrt"):
-            opts["device_id"] = device_id
-        if device == "tensorrt":
-            if trt_plugin_libraries:
-                opts["trt_extra_plugin_lib_paths"] = ";".join(trt_plugin_libraries)
-            if trt_engine_cache:
-                opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=trt_engine_cache)
-        opts.update(provider_options or {})
-        if device == "cpu" and has_plugin_nodes(proto):
-            options = session_options_with_plugins(options)
-            proto = redomain_plugin_nodes(proto)
-        providers = [(provider, opts)] if opts else [provider]
+                                f"install {extra} and the matching CUDA/TensorRT libraries, or use --device cpu")
+        session_opts = session_options(options.threads)
+        provider_opts: dict[str, Any] = {}
+        if provider_kind in ("cuda", "tensorrt"):
+            provider_opts["device_id"] = options.device_id
+        if provider_kind == "tensorrt":
+            if options.plugin_libraries:
+                provider_opts["trt_extra_plugin_lib_paths"] = ";".join(options.plugin_libraries)
+            if options.engine_cache:
+                provider_opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=options.engine_cache)
+        provider_opts.update(options.provider_options)
+        if provider_kind == "cpu" and has_plugin_nodes(proto):
+            proto, session_opts = plugin_session(proto, session_opts, options.threads)
+        providers = [(provider, provider_opts)] if provider_opts else [provider]
         try:
-            self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
+            self.session = ort.InferenceSession(proto.SerializeToString(), session_opts, providers=providers)
         except Exception as exc:
             raise ArtifactError(f"onnxruntime cannot load {where}: {exc}") from exc
-        self.device = device
+        self.options = options
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -7,8 +7,6 @@ is gone since 10.0). Device memory and streams come from cuda-python (``cuda.bin
 """
 from __future__ import annotations
 
-import ctypes
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,25 +14,24 @@ from typing import Any
 import numpy as np
 
 from ..._optional import require
+from ...artifact.kinds import sidecar_path
+from ...artifact.metadata import ArtifactMetadata
+from ...artifact.tensorrt import check_engine_compatibility, gpu_identity, load_plugin_libraries
 from ...errors import ArtifactError, MissingDependencyError
-from ..metadata import ArtifactMetadata
 from .base import Backend
-
-
-def sidecar_path(engine: str | os.PathLike) -> Path:
-    """``model.engine`` -> ``model.engine.json``."""
-    return Path(str(engine) + ".json")
+from .options import BackendOptions
 
 
 class _CudaPython:
     """Device memory and streams through cuda-python."""
 
-    def __init__(self) -> None:
+    def __init__(self, device_id: int) -> None:
         try:
             from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
         except ImportError:
             from cuda import cudart  # older cuda-python
         self.rt = cudart
+        self._check(cudart.cudaSetDevice(device_id))
         self.stream = self._check(cudart.cudaStreamCreate())
 
     def _check(self, result):
@@ -71,10 +68,12 @@ class _CudaPython:
 class _PyCuda:
     """Device memory and streams through pycuda (``pycuda.autoinit`` creates the context)."""
 
-    def __init__(self) -> None:
-        import pycuda.autoinit  # noqa: F401
+    def __init__(self, device_id: int) -> None:
         import pycuda.driver as driver
 
+        driver.init()
+        self.context = driver.Device(device_id).retain_primary_context()
+        self.context.push()
         self.driver = driver
         self.stream = driver.Stream()
         self._allocations: dict[int, Any] = {}
@@ -100,51 +99,19 @@ class _PyCuda:
         self.stream.synchronize()
 
     def close(self) -> None:
-        pass
+        self.context.pop()
 
 
-def _cuda() -> _CudaPython | _PyCuda:
+def _cuda(device_id: int) -> _CudaPython | _PyCuda:
     try:
-        return _CudaPython()
+        return _CudaPython(device_id)
     except ImportError:
         pass
     try:
-        return _PyCuda()
+        return _PyCuda(device_id)
     except ImportError:
         raise MissingDependencyError("the TensorRT backend needs cuda-python (or pycuda) for device memory: "
                                      "pip install 'detr-deploy[trt]'") from None
-
-
-def load_plugin_libraries(trt: Any, libraries: list[str], logger: Any) -> None:
-    """NVIDIA's built-in plugins, then each library (``IPluginRegistry.load_library``, else ctypes RTLD_GLOBAL)."""
-    trt.init_libnvinfer_plugins(logger, "")
-    for library in libraries:
-        path = Path(library)
-        if not path.is_file():
-            raise ArtifactError(f"plugin library {library} does not exist; build it from plugins/ (see README) or "
-                                "pass the right --plugins path")
-        try:
-            handle = trt.get_plugin_registry().load_library(str(path))
-        except Exception:  # a library with static registration only (no getCreators entry point)
-            handle = None
-        if handle is None:
-            ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
-
-
-def check_engine_compatibility(trt: Any, metadata: ArtifactMetadata, engine_path: Path, gpu_name: str | None,
-                               capability: str | None) -> None:
-    """Engines are specific to a TensorRT version and a GPU: refuse a mismatch with the fix, before TensorRT does."""
-    info = metadata.tensorrt or {}
-    built_with = info.get("version")
-    if built_with and built_with.split(".")[:3] != trt.__version__.split(".")[:3]:
-        raise ArtifactError(f"{engine_path} was built with TensorRT {built_with}, this machine has "
-                            f"{trt.__version__}: rebuild it here with detr-build (engines are not portable across "
-                            "TensorRT versions)")
-    built_on = info.get("compute_capability")
-    if built_on and capability and built_on != capability:
-        raise ArtifactError(f"{engine_path} was built for a GPU of compute capability {built_on} "
-                            f"({info.get('gpu_name')}), this one is {capability} ({gpu_name}): rebuild it here "
-                            "with detr-build")
 
 
 class TensorRTBackend(Backend):
@@ -152,13 +119,15 @@ class TensorRTBackend(Backend):
 
     Args:
         engine: the ``.engine`` file; its sidecar ``<engine>.json`` holds the metadata (and plugin libraries).
-        plugin_libraries: plugin .so files to load before deserializing (default: those recorded at build time).
-        device_id: GPU index.
+        options: ``device`` (``cuda:N`` picks the GPU) and ``plugin_libraries`` (.so files to load before
+            deserializing; default: those recorded at build time). Other options do not apply to engines.
     """
 
     name = "tensorrt"
 
-    def __init__(self, engine: str | os.PathLike, plugin_libraries: list[str] | None = None, device_id: int = 0):
+    def __init__(self, engine: str | os.PathLike, options: BackendOptions | None = None):
+        options = options or BackendOptions(device="cuda")
+        plugin_libraries, device_id = options.plugin_libraries, options.device_id
         trt = require("tensorrt", "running TensorRT engines")
         self.trt = trt
         path = Path(engine)
@@ -170,8 +139,8 @@ class TensorRTBackend(Backend):
                                 "detr-build, which writes both")
         self.metadata = ArtifactMetadata.from_json(sidecar.read_text(), str(sidecar))
         info = self.metadata.tensorrt or {}
-        self.cuda = _cuda()
-        gpu_name, capability = _gpu_identity(device_id)
+        self.cuda = _cuda(device_id)
+        gpu_name, capability = gpu_identity(device_id)
         check_engine_compatibility(trt, self.metadata, path, gpu_name, capability)
         self.logger = trt.Logger(trt.Logger.WARNING)
         libraries = plugin_libraries if plugin_libraries is not None else info.get("plugin_libraries", [])
@@ -234,40 +203,3 @@ class TensorRTBackend(Backend):
         self.context = None
         self.engine = None
         self.cuda.close()
-
-
-def _gpu_identity(device_id: int) -> tuple[str | None, str | None]:
-    """(GPU name, "major.minor") through cuda-python or pycuda; (None, None) if neither can tell."""
-    try:
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart
-        err, props = cudart.cudaGetDeviceProperties(device_id)
-        if int(err) == 0:
-            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-            return name.strip("\x00 "), f"{props.major}.{props.minor}"
-    except ImportError:
-        pass
-    try:
-        import pycuda.driver as driver
-
-        dev = driver.Device(device_id)
-        major, minor = dev.compute_capability()
-        return dev.name(), f"{major}.{minor}"
-    except ImportError:
-        return None, None
-
-
-def describe_gpu(device_id: int = 0) -> dict[str, Any]:
-    """Sidecar fields of the GPU: name and compute capability."""
-    name, capability = _gpu_identity(device_id)
-    return {"gpu_name": name, "compute_capability": capability}
-
-
-def engine_metadata(metadata: ArtifactMetadata, trt_version: str, gpu: dict, plugin_libraries: list[str],
-                    profile: dict) -> ArtifactMetadata:
-    """The ONNX metadata plus what an engine adds: TensorRT version, GPU, plugins, optimization profile."""
-    data = json.loads(metadata.to_json())
-    data["tensorrt"] = {"version": trt_version, **gpu, "plugin_libraries": plugin_libraries, "profile": profile}
-    return ArtifactMetadata.from_json(json.dumps(data))

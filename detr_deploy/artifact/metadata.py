@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Artefact metadata: everything the runtime needs to run an ONNX file or engine, and nothing else.
+"""Artifact metadata: everything the runtime needs to run an ONNX file or engine, and nothing else.
 
 Stored as one JSON document under the ONNX ``metadata_props`` key ``detr_deploy`` (and in an engine's sidecar
-``<engine>.json``). Torch-free: the runtime reads it on edge devices.
+``<engine>.json``). Pure Python: the runtime reads it on edge devices.
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ class Preprocess:
 
     Attributes:
         resize: "shortest_edge" (scale the short side to ``shortest_edge``, long side capped at ``longest_edge``)
-            or "fit" (largest size that fits ``input_size``, aspect kept; static artefacts).
+            or "fit" (largest size that fits ``input_size``, aspect kept; static artifacts).
         rounding: "hf" (Hugging Face image processor, default) or "official" (facebookresearch/fundamentalvision
             transforms; they differ by one pixel on the long side when the cap is active).
-        input_size: (H, W) of a static artefact: images are padded bottom-right to it.
+        input_size: (H, W) of a static artifact: images are padded bottom-right to it.
         rescale, mean, std: ``(x * rescale - mean) / std`` per RGB channel.
     """
 
@@ -62,7 +62,11 @@ class MSDAInfo:
 
 @dataclass
 class ArtifactMetadata:
-    """The artefact's contract. Engines add ``tensorrt`` (version, GPU, compute capability, profiles, plugins)."""
+    """The artifact's contract. Engines add ``tensorrt`` (version, GPU, compute capability, profiles, plugins).
+
+    ``task`` is "detection" (outputs ``logits``, ``pred_boxes``) or "segmentation" (DETR panoptic: also
+    ``pred_masks``). ``family`` is "detr" or "deformable".
+    """
 
     variant: str
     family: str
@@ -80,7 +84,19 @@ class ArtifactMetadata:
     detr_deploy_version: str = ""
     tensorrt: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    task: str = "detection"
     schema: int = SCHEMA_VERSION
+
+    @property
+    def static_batch(self) -> int | None:
+        """The fixed batch size of a static artifact, None when the batch is dynamic."""
+        batch = self.inputs["pixel_values"]["shape"][0]
+        return batch if isinstance(batch, int) else None
+
+    @property
+    def static_input_size(self) -> tuple[int, int] | None:
+        """(H, W) a static artifact pads every image to, None when dynamic."""
+        return tuple(self.preprocess.input_size) if self.preprocess.input_size else None
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -88,7 +104,7 @@ class ArtifactMetadata:
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str, where: str = "artefact") -> ArtifactMetadata:
+    def from_json(cls, text: str, where: str = "artifact") -> ArtifactMetadata:
         try:
             data = json.loads(text)
             if int(data.get("schema", 0)) > SCHEMA_VERSION:

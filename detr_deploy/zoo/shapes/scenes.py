@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Rendered detection scenes: coloured shapes on textured photographic backgrounds, with COCO annotations.
 
-    python -m detr_deploy.zoo.shapes render --out DIR --count N --seed S [--size HxW]
+    detr-render -o DIR --count N --seed S [--size HxW]      (needs scikit-image: pip install 'detr-deploy[shapes]')
 
 Eight classes (circle, square, triangle, star, each red or blue), object sizes from about 12 px to half the image,
 overlaps with partial occlusion (at most half of an earlier object hidden), backgrounds cut from scikit-image's
@@ -10,11 +10,9 @@ extent of each shape (amodal). Deterministic for a seed: image i depends only on
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import sys
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,9 +20,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-SHAPES = ("circle", "square", "triangle", "star")
-COLOURS = {"red": (215, 40, 35), "blue": (35, 75, 215)}
-CATEGORIES = [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]  # category id = index
+from ..._optional import require
+from ...errors import ConfigError
+from ...files import write_json
+from ...labels import SHAPE_COLOURS, SHAPES_CATEGORIES
+from ...progress import progress
+
+COLOURS = dict(zip(SHAPE_COLOURS, ((215, 40, 35), (35, 75, 215))))
+CATEGORIES = list(SHAPES_CATEGORIES)  # category id = index
 BACKGROUND_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
                      "immunohistochemistry", "moon", "page", "text", "brick", "grass", "gravel")
 
@@ -45,7 +48,7 @@ class RenderConfig:
 @lru_cache(maxsize=1)
 def _photos() -> list[np.ndarray]:
     """scikit-image's bundled photographs as RGB uint8 (offline; no download)."""
-    from skimage import data
+    data = require("skimage.data", "the renderer's background photographs")
 
     photos = []
     for name in BACKGROUND_PHOTOS:
@@ -57,11 +60,11 @@ def _photos() -> list[np.ndarray]:
             image = np.repeat(image[..., None], 3, axis=2)
         photos.append(np.ascontiguousarray(image[..., :3]).astype(np.uint8))
     if not photos:
-        raise RuntimeError("no scikit-image photographs available (pip install scikit-image)")
+        raise ConfigError("no scikit-image photographs available: pip install 'detr-deploy[shapes]'")
     return photos
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> Image.Image:
+def _background(rng: np.random.Generator, height: int, width: int):
     photo = _photos()[int(rng.integers(len(_photos())))]
     scale = rng.uniform(0.6, 2.0)
     ph, pw = photo.shape[:2]
@@ -96,7 +99,7 @@ def _polygon(shape: str, cx: float, cy: float, r: float, rotation: float) -> lis
     raise ValueError(shape)
 
 
-def _draw(canvas: Image.Image, mask: Image.Image, shape: str, colour: tuple[int, int, int], cx: float, cy: float,
+def _draw(canvas, mask, shape: str, colour: tuple[int, int, int], cx: float, cy: float,
           r: float, rotation: float, rng: np.random.Generator) -> tuple[float, float, float, float]:
     """Draw one shape on the canvas and its silhouette on ``mask``; returns its box (x0, y0, x1, y1)."""
     tint = tuple(int(np.clip(c + rng.integers(-30, 31), 0, 255)) for c in colour)
@@ -115,8 +118,8 @@ def _draw(canvas: Image.Image, mask: Image.Image, shape: str, colour: tuple[int,
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def render_scene(seed: int, index: int, config: RenderConfig = RenderConfig()) -> tuple[Image.Image, list[dict]]:
-    """One image and its objects: ``[{"category_id", "bbox" [x, y, w, h], "area"}]`` (area = box area)."""
+def render_scene(seed: int, index: int, config: RenderConfig = RenderConfig()):
+    """One image (PIL) and its objects: ``[{"category_id", "bbox" [x, y, w, h], "area"}]`` (area = box area)."""
     rng = np.random.default_rng([seed, index])
     if config.fixed_size:
         height, width = config.fixed_size
@@ -158,61 +161,53 @@ def render_scene(seed: int, index: int, config: RenderConfig = RenderConfig()) -
     return canvas, objects
 
 
+def _is_previous_render(folder: Path) -> bool:
+    return {p.name for p in folder.iterdir()} <= {"images", "annotations.json"}
+
+
 def render_dataset(out: str | os.PathLike, count: int, seed: int, config: RenderConfig = RenderConfig(),
-                   progress: bool = True) -> Path:
-    """Write ``count`` images to ``out/images/`` and ``out/annotations.json`` (COCO format); returns the JSON path."""
+                   show_progress: bool = True) -> Path:
+    """Write ``count`` images to ``out/images/`` and ``out/annotations.json`` (COCO format); returns the JSON path.
+
+    Rendered into a staging folder next to ``out`` and moved into place at the end: an error or Ctrl-C leaves
+    nothing half-written. An existing ``out`` is replaced only if it holds a previous render (``images/`` and
+    ``annotations.json`` only); anything else is refused.
+    """
+    if count < 1:
+        raise ConfigError(f"--count must be >= 1, got {count}")
     out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
-    bar = None
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=count, desc="render", unit="img", file=sys.stderr)
-        except ImportError:
-            pass
-    for index in range(count):
-        image, objects = render_scene(seed, index, config)
-        # named by image id, so detr-infer's numeric-name ids line up with annotations.json
-        image_id = index + 1
-        name = f"{image_id:06d}.jpg"
-        image.save(out / "images" / name, quality=92)
-        images.append({"id": image_id, "file_name": name, "width": image.width, "height": image.height})
-        for obj in objects:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0,
-                                "bbox": [round(v, 2) for v in obj["bbox"]], "area": round(obj["area"], 2),
-                                "category_id": obj["category_id"]})
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    coco = {"info": {"description": f"detr-deploy shapes, seed {seed}", "version": "1"}, "images": images,
-            "annotations": annotations,
-            "categories": [{"id": i, "name": name, "supercategory": name.split(" ")[1]}
-                           for i, name in enumerate(CATEGORIES)]}
-    path = out / "annotations.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(coco))
-    os.replace(tmp, path)
-    return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m detr_deploy.zoo.shapes", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    render = sub.add_parser("render", help="render a data set")
-    render.add_argument("--out", required=True, help="output folder (images/ and annotations.json)")
-    render.add_argument("--count", type=int, required=True, help="number of images")
-    render.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    render.add_argument("--size", default=None, metavar="HxW", help="fixed image size (default: varied)")
-    args = parser.parse_args(argv)
-    size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
-    path = render_dataset(args.out, args.count, args.seed, RenderConfig(fixed_size=size))
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    if out.exists() and (not out.is_dir() or not _is_previous_render(out)):
+        raise ConfigError(f"{out} exists and is not an earlier render (images/ + annotations.json); choose another "
+                          "output folder")
+    _photos()  # fail on a missing scikit-image before creating anything
+    staging = out.with_name(f".{out.name}.partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "images").mkdir(parents=True)
+    try:
+        images, annotations = [], []
+        with progress(count if show_progress else 0, "render") as advance:
+            for index in range(count):
+                image, objects = render_scene(seed, index, config)
+                # named by image id, so detr-infer's numeric-name ids line up with annotations.json
+                image_id = index + 1
+                name = f"{image_id:06d}.jpg"
+                image.save(staging / "images" / name, quality=92)
+                images.append({"id": image_id, "file_name": name, "width": image.width, "height": image.height})
+                for obj in objects:
+                    annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0,
+                                        "bbox": [round(v, 2) for v in obj["bbox"]], "area": round(obj["area"], 2),
+                                        "category_id": obj["category_id"]})
+                advance(1)
+        coco = {"info": {"description": f"detr-deploy shapes, seed {seed}", "version": "1"}, "images": images,
+                "annotations": annotations,
+                "categories": [{"id": i, "name": name, "supercategory": name.split(" ")[1]}
+                               for i, name in enumerate(CATEGORIES)]}
+        write_json(staging / "annotations.json", coco, indent=None)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out / "annotations.json"
