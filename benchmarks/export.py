@@ -19,6 +19,7 @@ from timing import median_seconds
 import detr_deploy
 from detr_deploy.export import ExportConfig, export_onnx
 from detr_deploy.export.verify import synthetic_batch
+from detr_deploy.runtime.backends import BackendOptions
 from detr_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
 
@@ -44,7 +45,7 @@ def main() -> None:
             for form in forms:
                 path = Path(tmp) / f"{name}_{form}.onnx"
                 result = export_onnx(model, path, ExportConfig(msda=form, dynamic=True), log=lambda m: None)
-                backend = OnnxRuntimeBackend(path, threads=args.threads)
+                backend = OnnxRuntimeBackend(path, BackendOptions(threads=args.threads))
                 feeds = {"pixel_values": pixels, "pixel_mask": mask}
                 ort_latency = median_seconds(lambda b=backend, f=feeds: b(f), args.runs)
                 out = backend(feeds)

@@ -82,6 +82,7 @@ def measure(family: str, folder: Path, pixels: np.ndarray, mask: np.ndarray, run
     """Timings (seconds) of (a)-(d) for one architecture, and notes on anything that failed."""
     import onnxruntime as ort
 
+    from detr_deploy.runtime.backends import BackendOptions
     from detr_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     torch.manual_seed(0)
@@ -91,7 +92,7 @@ def measure(family: str, folder: Path, pixels: np.ndarray, mask: np.ndarray, run
     path = folder / f"ours_{family}.onnx"
     export_onnx(ours, path, ExportConfig(msda="gridsample", dynamic=False, input_size=(800, 1066)),
                 log=lambda m: None)
-    backend = OnnxRuntimeBackend(path, threads=threads)
+    backend = OnnxRuntimeBackend(path, BackendOptions(threads=threads))
     feeds = {"pixel_values": pixels, "pixel_mask": mask}
     timings["(a) detr-deploy ONNX, onnxruntime"] = median_seconds(lambda: backend(feeds), runs)
     with torch.no_grad():

@@ -24,6 +24,8 @@ _EXTRAS = {
     "tensorrt": ("tensorrt", "trt"),
     "cuda": ("cuda-python", "trt"),
     "tqdm": ("tqdm", "export"),
+    "torchmetrics": ("torchmetrics", "eval"),
+    "tritonclient": ("tritonclient[http,grpc]", "serving"),
     "PIL": ("pillow", None),  # a base dependency, imported lazily so numpy-only callers need not load it
 }
 

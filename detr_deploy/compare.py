@@ -13,6 +13,7 @@ import numpy as np
 
 from .artifact.metadata import Postprocess
 from .runtime.postprocess import class_scores
+from .runtime.segmentation import label_map
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,9 @@ class Tolerance:
     top-k (query, label) pairs), min_matched (detections matched at IoU >= 0.9 with the same label),
     max_score_delta (matched detections), max_map_drop (COCO mAP of the artifact against the reference's detections,
     below the reference's own), max_coco_map_drop (true COCO mAP with --coco, below the reference's),
-    max_abs_masks (segmentation mask logits).
+    max_abs_masks (segmentation mask logits), min_pixel_agreement (panoptic maps: pixels with the reference's
+    label), min_pq_vs_reference (PQ of the artifact with the reference's panoptic maps as ground truth),
+    max_pq_drop (true PQ with COCO panoptic annotations, below the reference's).
     """
 
     max_abs_logits: float
@@ -34,19 +37,25 @@ class Tolerance:
     max_map_drop: float = 1.0
     max_coco_map_drop: float = 1.0
     max_abs_masks: float = 1e9
+    min_pixel_agreement: float = 0.0
+    min_pq_vs_reference: float = 0.0
+    max_pq_drop: float = 1.0
 
 
 # Defaults per precision. FP32 differs from PyTorch by float rounding only; FP16 and INT8 limits come from the
 # measurements in benchmarks/precision.py (worst case over the test models, with margin).
 DEFAULT_TOLERANCES = {
     "fp32": Tolerance(1e-3, 1e-3, 0.99, min_matched=0.99, max_score_delta=1e-3, max_map_drop=0.01,
-                      max_coco_map_drop=0.005, max_abs_masks=1e-3),
+                      max_coco_map_drop=0.005, max_abs_masks=1e-3, min_pixel_agreement=0.99,
+                      min_pq_vs_reference=0.95, max_pq_drop=0.005),
     "fp16": Tolerance(0.5, 0.05, 0.85, min_matched=0.9, max_score_delta=0.05, max_map_drop=0.05,
-                      max_coco_map_drop=0.02, max_abs_masks=1.0),
+                      max_coco_map_drop=0.02, max_abs_masks=1.0, min_pixel_agreement=0.95,
+                      min_pq_vs_reference=0.85, max_pq_drop=0.02),
     # INT8 max limits sit above the worst outlier of a good graph (the shapes model, percentile calibration: max
     # |dbox| 0.21, max score delta 0.44 over 1314 detections, COCO mAP -0.002); matched and mAP drop catch bad ones
     "int8": Tolerance(3.0, 0.3, 0.5, min_matched=0.6, max_score_delta=0.5, max_map_drop=0.25,
-                      max_coco_map_drop=0.1, max_abs_masks=5.0),
+                      max_coco_map_drop=0.1, max_abs_masks=5.0, min_pixel_agreement=0.8, min_pq_vs_reference=0.6,
+                      max_pq_drop=0.1),
 }
 TOLERANCE_FIELDS = set(Tolerance.__dataclass_fields__)
 
@@ -229,3 +238,25 @@ def detection_map(ground_truth: list[dict], detections: list[dict], max_detectio
             sampled[valid] = prec[index[valid]]
             precision[t, :, c] = sampled
     return float(precision.mean())
+
+
+# --- segmentation ---------------------------------------------------------------------------------------------------
+def panoptic_agreement(reference: dict, artifact: dict) -> dict[str, float]:
+    """Two panoptic results of one image: ``pixel_agreement`` (fraction of pixels with the same label, "no segment"
+    included) and ``matched_iou`` (per reference segment, the best IoU with an artifact segment of its label, 0
+    when there is none; the mean; 1.0 without reference segments), plus the segment counts."""
+    ref_ids, art_ids = np.asarray(reference["segmentation"]), np.asarray(artifact["segmentation"])
+    agreement = float(np.mean(label_map(reference) == label_map(artifact)))
+    ious = []
+    for ref in {s["id"]: s for s in reference["segments_info"]}.values():
+        inside = ref_ids == ref["id"]
+        best = 0.0
+        for art in {s["id"]: s for s in artifact["segments_info"]}.values():
+            if art["label_id"] != ref["label_id"]:
+                continue
+            other = art_ids == art["id"]
+            union = np.count_nonzero(inside | other)
+            best = max(best, np.count_nonzero(inside & other) / union if union else 0.0)
+        ious.append(best)
+    return {"pixel_agreement": agreement, "matched_iou": float(np.mean(ious)) if ious else 1.0,
+            "reference_segments": len(ious), "artifact_segments": len({s["id"] for s in artifact["segments_info"]})}

@@ -40,3 +40,7 @@ class ArtifactError(DetrDeployError, ValueError):
 
 class ImageError(DetrDeployError, ValueError):
     """An input image that cannot be read or used."""
+
+
+class ServingError(DetrDeployError, RuntimeError):
+    """A Triton server that cannot be found, started or reached, or that refused a request."""

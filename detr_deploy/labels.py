@@ -21,11 +21,31 @@ _COCO_NAMES = {
 
 COCO_ID2LABEL: dict[int, str] = {i: _COCO_NAMES.get(i, "N/A") for i in range(91)}
 
+# COCO panoptic "stuff" categories (ids 92..200); things are the detection categories above. DETR panoptic has 250
+# classes ("max id + 1" with room to spare, as published); unused ids are "N/A".
+_COCO_STUFF_NAMES = {
+    92: "banner", 93: "blanket", 95: "bridge", 100: "cardboard", 107: "counter", 109: "curtain", 112: "door-stuff",
+    118: "floor-wood", 119: "flower", 122: "fruit", 125: "gravel", 128: "house", 130: "light", 133: "mirror-stuff",
+    138: "net", 141: "pillow", 144: "platform", 145: "playingfield", 147: "railroad", 148: "river", 149: "road",
+    151: "roof", 154: "sand", 155: "sea", 156: "shelf", 159: "snow", 161: "stairs", 166: "tent", 168: "towel",
+    171: "wall-brick", 175: "wall-stone", 176: "wall-tile", 177: "wall-wood", 178: "water-other",
+    180: "window-blind", 181: "window-other", 184: "tree-merged", 185: "fence-merged", 186: "ceiling-merged",
+    187: "sky-other-merged", 188: "cabinet-merged", 189: "table-merged", 190: "floor-other-merged",
+    191: "pavement-merged", 192: "mountain-merged", 193: "grass-merged", 194: "dirt-merged", 195: "paper-merged",
+    196: "food-other-merged", 197: "building-other-merged", 198: "rock-merged", 199: "wall-other-merged",
+    200: "rug-merged",
+}
+COCO_PANOPTIC_STUFF_IDS: tuple[int, ...] = tuple(sorted(_COCO_STUFF_NAMES))
+COCO_PANOPTIC_ID2LABEL: dict[int, str] = {i: _COCO_NAMES.get(i) or _COCO_STUFF_NAMES.get(i, "N/A")
+                                          for i in range(250)}
+
 
 def default_id2label(num_classes: int) -> dict[int, str]:
-    """COCO names for the 91-class layout, else generic names ``class_<i>``."""
+    """COCO names for the 91-class detection and 250-class panoptic layouts, else generic names ``class_<i>``."""
     if num_classes == 91:
         return dict(COCO_ID2LABEL)
+    if num_classes == 250:
+        return dict(COCO_PANOPTIC_ID2LABEL)
     return {i: f"class_{i}" for i in range(num_classes)}
 
 
@@ -33,3 +53,7 @@ def default_id2label(num_classes: int) -> dict[int, str]:
 SHAPES = ("circle", "square", "triangle", "star")
 SHAPE_COLOURS = ("red", "blue")
 SHAPES_CATEGORIES = tuple(f"{colour} {shape}" for colour in SHAPE_COLOURS for shape in SHAPES)
+# their panoptic version adds "stuff" regions, ids after the things
+SHAPES_STUFF = ("sky", "ground", "wall")
+SHAPES_PANOPTIC_CATEGORIES = SHAPES_CATEGORIES + SHAPES_STUFF
+SHAPES_STUFF_IDS = tuple(range(len(SHAPES_CATEGORIES), len(SHAPES_PANOPTIC_CATEGORIES)))

@@ -191,7 +191,9 @@ TINY_BACKBONE = {"name": "resnet", "block": "basic", "depths": (1, 1, 1, 1), "wi
 def tiny_overrides(variant: str) -> dict:
     """Overrides that shrink a registered variant (same structure: levels, refine, two-stage, dilation)."""
     queries = 10 if variant.startswith("detr") else 12
-    return dict(backbone=dict(TINY_BACKBONE), d_model=32, num_heads=2, encoder_layers=1, decoder_layers=2,
+    # the panoptic mask head's GroupNorm(8) needs d_model + num_heads divisible by 8
+    heads = 8 if variant.endswith("panoptic") else 2
+    return dict(backbone=dict(TINY_BACKBONE), d_model=32, num_heads=heads, encoder_layers=1, decoder_layers=2,
                 ffn_dim=32, num_queries=queries, num_classes=5)
 
 
@@ -299,3 +301,15 @@ def shapes_scenes(tmp_path_factory):
         return cache[seed, count]
 
     return get
+
+
+def msda_case(seed, shapes, n, m, d, lq, points, spread=1.4):
+    """Random MSDA inputs (value, sampling locations, attention weights as torch tensors); locations cover the map
+    and a margin of (spread - 1) / 2 outside it on each side."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    value = torch.randn(n, sum(h * w for h, w in shapes), m, d, generator=gen)
+    locations = torch.rand(n, lq, m, len(shapes), points, 2, generator=gen) * spread - (spread - 1) / 2
+    weights = torch.rand(n, lq, m, len(shapes), points, generator=gen)
+    return value, locations, weights

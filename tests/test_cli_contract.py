@@ -9,10 +9,11 @@ import warnings
 import pytest
 
 from detr_deploy.cli import args as cli_args
-from detr_deploy.cli import bench, build, export, infer, parity, render, train
+from detr_deploy.cli import bench, build, export, infer, parity, render, serve, train, triton
 
 COMMANDS = {"detr-export": export, "detr-build": build, "detr-infer": infer, "detr-parity": parity,
-            "detr-bench": bench, "detr-render": render, "detr-train": train}
+            "detr-bench": bench, "detr-render": render, "detr-train": train, "detr-triton": triton,
+            "detr-serve": serve}
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,7 @@ def test_every_help_states_the_exit_codes(name, capsys):
     assert exit_info.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "exit status: 0 success; 1 a verification or tolerance failure; 2 bad input" in out and "130" in out
+    assert "3 an internal error" in out
 
 
 def test_argparse_errors_and_range_checks_are_status_2(artifact, photo_folder, capsys):
@@ -128,3 +130,29 @@ def test_deprecated_spellings_still_work_and_say_what_to_write(artifact, photo_f
     assert "--out-dir is deprecated" in err and "use -o/--output" in err and "--batch is deprecated" in err
     assert (out / "detections.json").is_file()
     assert cli_args.device("1") == "cuda:1" and "use --device cuda:1" in capsys.readouterr().err
+
+
+def test_a_wrapped_interrupt_is_still_130_and_a_bug_is_3(capsys):
+    def wrapped(argv):  # what torch's exporter does with a Ctrl-C during tracing
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("Failed to export the model with torch.export") from exc
+
+    assert cli_args.run(wrapped, []) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+    def bug(argv):
+        raise ZeroDivisionError("a bug")
+
+    assert cli_args.run(bug, []) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "internal error: ZeroDivisionError: a bug" in err
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export.build_parser().parse_args(["--opset", "x"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: argument --opset: invalid int value: 'x' (see detr-export --help)"]

@@ -8,10 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from detr_deploy.models.deformable_attention import ms_deform_attn_core
 from detr_deploy.runtime import msda_native
+
+from conftest import msda_case
 
 TOLERANCE = 1e-5
 
@@ -26,15 +27,6 @@ def native():
 
 def _starts(shapes):
     return np.concatenate([[0], np.cumsum([h * w for h, w in shapes])[:-1]]).astype(np.int32)
-
-
-def _case(seed, shapes, n, m, d, lq, points, spread=1.4):
-    """Random inputs; locations cover the map and a margin of (spread - 1) / 2 outside it on each side."""
-    gen = torch.Generator().manual_seed(seed)
-    value = torch.randn(n, sum(h * w for h, w in shapes), m, d, generator=gen)
-    locations = torch.rand(n, lq, m, len(shapes), points, 2, generator=gen) * spread - (spread - 1) / 2
-    weights = torch.rand(n, lq, m, len(shapes), points, generator=gen)
-    return value, locations, weights
 
 
 def _native(value, shapes, locations, weights, num_threads=0):
@@ -66,13 +58,13 @@ CASES = {  # id: (seed, level shapes, N, M, D, Lq, P)
 @pytest.mark.parametrize("case", list(CASES))
 def test_native_equals_pytorch_reference(native, case):
     seed, shapes, n, m, d, lq, points = CASES[case]
-    value, locations, weights = _case(seed, shapes, n, m, d, lq, points)
+    value, locations, weights = msda_case(seed, shapes, n, m, d, lq, points)
     _compare(f"{case} shapes {shapes} N={n} M={m} D={d} Lq={lq} P={points}", value, shapes, locations, weights)
 
 
 def test_native_edges_corners_centres_and_outside(native):
     shapes = [(5, 7), (3, 4), (1, 1)]
-    value, locations, weights = _case(9, shapes, 1, 2, 3, 16, 4)
+    value, locations, weights = msda_case(9, shapes, 1, 2, 3, 16, 4)
     special = [  # (x, y): edges, corners, pixel centres, just and far outside, exactly one pixel outside
         (0.0, 0.0), (1.0, 1.0), (0.0, 1.0), (1.0, 0.0), (1.0, 0.5), (0.5, 0.0), (0.5 / 7, 0.5 / 5),
         (3.5 / 7, 2.5 / 5), (6.5 / 7, 4.5 / 5), (-0.5 / 7, 0.5), (1 + 0.5 / 7, 0.5), (-0.3, 1.7), (2.0, -1.0),
@@ -102,7 +94,7 @@ def test_native_border_reads_half_a_pixel_and_centres_read_the_pixel(native):
 @pytest.mark.parametrize("case", ["deformable-detr-4-levels", "odd-D-many-queries"])
 def test_thread_count_does_not_change_a_bit(native, case):
     seed, shapes, n, m, d, lq, points = CASES[case]
-    value, locations, weights = _case(seed, shapes, n, m, d, lq, points)
+    value, locations, weights = msda_case(seed, shapes, n, m, d, lq, points)
     one = _native(value, shapes, locations, weights, num_threads=1)
     for threads in (2, 3, 0):
         other = _native(value, shapes, locations, weights, num_threads=threads)
@@ -111,7 +103,7 @@ def test_thread_count_does_not_change_a_bit(native, case):
 
 def test_non_contiguous_and_other_dtypes_are_converted(native):
     seed, shapes, n, m, d, lq, points = CASES["deformable-detr-4-levels"]
-    value, locations, weights = _case(seed, shapes, n, m, d, lq, points)
+    value, locations, weights = msda_case(seed, shapes, n, m, d, lq, points)
     expected = _native(value, shapes, locations, weights)
     # a transposed view, float64 and int64 inputs: copied to contiguous float32 / int32 by the wrapper
     value_t = np.ascontiguousarray(value.numpy().transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)

@@ -17,6 +17,8 @@ from detr_deploy.artifact import msda as msda_contract
 from detr_deploy.models.deformable_attention import ms_deform_attn_core
 from detr_deploy.runtime import msda_cpu
 
+from conftest import msda_case
+
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 SRC = PLUGINS / "src"
 NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
@@ -48,14 +50,6 @@ def _run_cpu(lib, value, shapes, locations, weights, dtype, num_threads=2):
     return out
 
 
-def _case(seed, shapes, n, m, d, lq, points, spread=1.4):
-    gen = torch.Generator().manual_seed(seed)
-    value = torch.randn(n, sum(h * w for h, w in shapes), m, d, generator=gen)
-    locations = torch.rand(n, lq, m, len(shapes), points, 2, generator=gen) * spread - (spread - 1) / 2
-    weights = torch.rand(n, lq, m, len(shapes), points, generator=gen)
-    return value, locations, weights
-
-
 CASES = [  # (seed, level shapes, N, M, D, Lq, P)
     (0, [(13, 17), (7, 9), (4, 5), (2, 3)], 2, 8, 32, 40, 4),   # Deformable DETR layout, small maps
     (1, [(25, 38)], 1, 8, 32, 100, 4),                          # single scale
@@ -67,7 +61,7 @@ CASES = [  # (seed, level shapes, N, M, D, Lq, P)
 
 @pytest.mark.parametrize("seed,shapes,n,m,d,lq,points", CASES)
 def test_cpu_build_fp32_equals_pytorch_reference(cpu_lib, seed, shapes, n, m, d, lq, points):
-    value, locations, weights = _case(seed, shapes, n, m, d, lq, points)
+    value, locations, weights = msda_case(seed, shapes, n, m, d, lq, points)
     ref = ms_deform_attn_core(value, shapes, None, locations, weights).numpy()
     out = _run_cpu(cpu_lib, value.numpy(), shapes, locations.numpy(), weights.numpy(), np.float32)
     err = float(np.abs(out - ref).max())
@@ -77,7 +71,7 @@ def test_cpu_build_fp32_equals_pytorch_reference(cpu_lib, seed, shapes, n, m, d,
 
 def test_cpu_build_edges_outside_and_pixel_centres(cpu_lib):
     shapes = [(5, 7), (3, 4)]
-    value, locations, weights = _case(9, shapes, 1, 2, 3, 12, 4)
+    value, locations, weights = msda_case(9, shapes, 1, 2, 3, 12, 4)
     special = [  # (x, y) exactly on edges, corners, pixel centres, just outside, far outside, at -1 pixel
         (0.0, 0.0), (1.0, 1.0), (0.0, 1.0), (1.0, 0.5), (0.5 / 7, 0.5 / 5), (3.5 / 7, 2.5 / 5), (6.5 / 7, 4.5 / 5),
         (-0.5 / 7, 0.5), (1 + 0.5 / 7, 0.5), (-0.3, 1.7), (2.0, -1.0), (0.25, 0.75)]
@@ -96,7 +90,7 @@ def test_cpu_build_edges_outside_and_pixel_centres(cpu_lib):
 
 @pytest.mark.parametrize("seed,shapes,n,m,d,lq,points", CASES[:3])
 def test_cpu_build_fp16_inputs_within_half_precision(cpu_lib, seed, shapes, n, m, d, lq, points):
-    value, locations, weights = _case(seed, shapes, n, m, d, lq, points)
+    value, locations, weights = msda_case(seed, shapes, n, m, d, lq, points)
     # the same half-rounded inputs through the fp32 reference: what remains is output rounding only
     ref = ms_deform_attn_core(value.half().float(), shapes, None, locations.half().float(),
                               weights.half().float()).numpy()
@@ -114,7 +108,7 @@ def test_cpu_build_fp16_inputs_within_half_precision(cpu_lib, seed, shapes, n, m
 def test_cpu_build_equals_runtime_numpy_kernel(cpu_lib):
     """The numpy kernel behind plugin nodes in onnxruntime and the C++ maths agree."""
     shapes = [(13, 17), (7, 9), (4, 5)]
-    value, locations, weights = _case(5, shapes, 2, 4, 8, 30, 4)
+    value, locations, weights = msda_case(5, shapes, 2, 4, 8, 30, 4)
     starts = np.concatenate([[0], np.cumsum([h * w for h, w in shapes])[:-1]])
     ours = msda_cpu.msda_numpy(value.numpy(), np.array(shapes), starts, locations.numpy(), weights.numpy())
     out = _run_cpu(cpu_lib, value.numpy(), shapes, locations.numpy(), weights.numpy(), np.float32)
@@ -206,7 +200,7 @@ def run_cuda(lib, value, shapes, locations, weights):
 @pytest.mark.gpu
 @pytest.mark.parametrize("seed,shapes,n,m,d,lq,points", CASES)
 def test_cuda_kernel_equals_pytorch_reference(cuda_lib, seed, shapes, n, m, d, lq, points):
-    value, locations, weights = _case(seed, shapes, n, m, d, lq, points)
+    value, locations, weights = msda_case(seed, shapes, n, m, d, lq, points)
     ref = ms_deform_attn_core(value, shapes, None, locations, weights)
     out32 = run_cuda(cuda_lib, value.cuda(), shapes, locations.cuda(), weights.cuda()).cpu()
     print(f"\nCUDA fp32 vs PyTorch: {float((out32 - ref).abs().max()):.2e}")

@@ -68,14 +68,52 @@ def test_preprocessing_equals_hugging_face_processor(family):
         assert np.array_equal(ours.pixel_mask, ref["pixel_mask"]), name
         diff = float(np.abs(ours.pixel_values - ref["pixel_values"]).max())
         worst = max(worst, diff)
-        assert diff <= 1e-5, (name, diff)
+        assert diff <= 1e-6, (name, diff)
     # a batch: padding to the largest, masks per image
     images = [photo("astronaut"), photo("coffee"), synthetic_images()[2][1]]
     ours = preprocess_images([load_image(i) for i in images], pre)
     ref = processor(images=[i.convert("RGB") for i in images], return_tensors="np")
     assert np.array_equal(ours.pixel_mask, ref["pixel_mask"])
-    assert np.abs(ours.pixel_values - ref["pixel_values"]).max() <= 1e-5
+    assert np.abs(ours.pixel_values - ref["pixel_values"]).max() <= 1e-6
     print(f"\npreprocessing vs {type(processor).__name__}: {len(cases)} images, max |d pixel_values| = {worst:.2e}")
+
+
+def test_channel_resizes_equal_one_rgb_resize():
+    """The host resizes the three channels apart (in parallel, planar): bit-identical to Pillow's RGB resize, here
+    on many size pairs, enlarging and reducing, either pass order (Pillow 13 runs the vertical pass first when the
+    height shrinks far more than the width)."""
+    from detr_deploy.runtime.preprocess import pillow_view, resize_plane, resize_rgb
+
+    rng = np.random.default_rng(4)
+    pairs = [((480, 640), (800, 1066)), ((654, 83), (416, 53)), ((3000, 200), (40, 190)), ((37, 911), (54, 1333)),
+             ((1200, 90), (1333, 100)), ((9, 9), (800, 800)), ((612, 612), (800, 800))]
+    pairs += [((int(rng.integers(8, 700)), int(rng.integers(8, 700))),
+               (int(rng.integers(8, 900)), int(rng.integers(8, 900)))) for _ in range(40)]
+    for (h, w), size in pairs:
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        whole = resize_rgb(image, size)
+        for c in range(3):
+            assert np.array_equal(resize_plane(image[:, :, c], size), whole[:, :, c]), ((h, w), size, c)
+    rgb = Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    view = pillow_view(rgb)  # Pillow's own memory (RGBX), no copy
+    assert view.shape == (50, 70, 4) and np.array_equal(view[..., :3], np.asarray(rgb)) and not view.flags.writeable
+    assert np.array_equal(pillow_view(rgb.getchannel(1)), np.asarray(rgb)[..., 1])
+
+
+def test_reused_buffers_follow_layout_changes():
+    """Padding and mask are written only when the batch layout changes: reused buffers must still give exactly the
+    arrays fresh ones give, whatever the sequence of batches (sizes swapped within one shape, static padding)."""
+    rng = np.random.default_rng(5)
+    a, b, c = (rng.integers(0, 256, s, dtype=np.uint8) for s in [(480, 640, 3), (300, 500, 3), (640, 480, 3)])
+    pre, buffers = Preprocess(shortest_edge=200, longest_edge=333), {}
+    calls = [([a, b], None), ([b, a], None), ([a, b], None), ([a], None), ([c], None), ([a, c], None), ([c, a], None),
+             ([a], (333, 333)), ([c], (333, 333)), ([a, a], (333, 333))]
+    for images, pad_to in calls:
+        fresh = preprocess_images(images, pre, pad_to, threads=1)
+        reused = preprocess_images(images, pre, pad_to, buffers=buffers)
+        assert np.array_equal(fresh.pixel_values, reused.pixel_values)
+        assert np.array_equal(fresh.pixel_mask, reused.pixel_mask)
+        assert fresh.resized_sizes == reused.resized_sizes
 
 
 def test_exif_orientation_and_high_bit_depth(tmp_path):

@@ -182,16 +182,6 @@ def test_live_transformers_5_state_dict_names_load(kind, tmp_path):
     assert torch.equal(a["logits"], b["logits"]) and torch.equal(a["pred_boxes"], b["pred_boxes"])
 
 
-def test_panoptic_checkpoint_loads_its_detector(tmp_path):
-    state = synthetic_state(key_spec("official_detr_r50_panoptic"), seed=5)
-    path = _save_official(state, tmp_path / "detr-r50-panoptic.pth")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = detr_deploy.create_model(str(path))
-    assert model.config.num_classes == 250
-    assert any("mask-head" in n for n in model.weights_info["notes"])
-
-
 # --- robustness --------------------------------------------------------------------------------------------
 def test_wrong_class_count_says_how_to_set_it(tmp_path):
     spec = key_spec("official_detr_r50")

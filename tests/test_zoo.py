@@ -11,6 +11,8 @@ import torch
 import detr_deploy
 from detr_deploy.zoo.shapes import CATEGORIES, RenderConfig, render_dataset, render_scene
 
+from conftest import SHAPES_WEIGHTS
+
 pytest.importorskip("skimage.data", reason="the renderer cuts backgrounds from scikit-image's photographs")
 
 
@@ -130,3 +132,44 @@ def test_shapes_model_keeps_its_detections_in_fp16_and_int8(tmp_path, shapes_mod
     # measured: FP16 100% matched, mAP -0.001; INT8 (8 calibration scenes, static input) 78% matched, mAP -0.023
     assert fp16["passed"] and fp16["detections"]["matched"] >= 0.95 and abs(fp16["coco"]["drop"]) <= 0.01
     assert int8["passed"] and abs(int8["coco"]["drop"]) <= 0.04
+
+
+def test_panoptic_scenes_have_consistent_png_and_segments(tmp_path):
+    from PIL import Image
+
+    from detr_deploy.labels import SHAPES_STUFF_IDS
+    from detr_deploy.runtime.segmentation import rgb_to_id
+
+    annotations = render_dataset(tmp_path / "p", 8, seed=9, config=RenderConfig(stuff=True), show_progress=False)
+    panoptic = json.loads((tmp_path / "p" / "panoptic.json").read_text())
+    detection = json.loads(annotations.read_text())
+    assert {c["id"] for c in panoptic["categories"] if not c["isthing"]} == set(SHAPES_STUFF_IDS)
+    stuff_seen = set()
+    for ann, image in zip(panoptic["annotations"], panoptic["images"]):
+        ids = rgb_to_id(np.asarray(Image.open(tmp_path / "p" / "panoptic" / ann["file_name"])))
+        assert ids.shape == (image["height"], image["width"])
+        assert set(np.unique(ids).tolist()) - {0} == {s["id"] for s in ann["segments_info"]}
+        for s in ann["segments_info"]:
+            assert s["area"] == int((ids == s["id"]).sum()) > 0
+            if not s["isthing"]:
+                stuff_seen.add(s["category_id"])
+        things = [s for s in ann["segments_info"] if s["isthing"]]
+        assert len(things) == sum(1 for a in detection["annotations"] if a["image_id"] == ann["image_id"])
+    assert stuff_seen == set(SHAPES_STUFF_IDS)  # every stuff class appears in 8 scenes
+
+
+def test_panoptic_training_smoke(tmp_path):
+    from detr_deploy.train.trainer import TrainConfig, train
+
+    data = tmp_path / "data"
+    render_dataset(data, 4, seed=1, config=RenderConfig(max_side=320, stuff=True), show_progress=False)
+    config = TrainConfig("detr-shapes-panoptic", str(data), str(tmp_path / "run"), val_data=str(data),
+                         iterations=2, batch_size=2, checkpoint_every=2, eval_every=2, eval_images=2, threads=1,
+                         init_backbone=str(SHAPES_WEIGHTS))
+    weights = train(config, log=lambda m: None)
+    records = [json.loads(line) for line in (tmp_path / "run/train.log").read_text().splitlines()]
+    step = next(r for r in records if r.get("step") == 2 and "total" in r)
+    assert step["mask"] > 0 and step["dice"] > 0  # the mask losses are trained
+    assert set(records[-1]["eval"]) == {"pq", "sq", "rq"}
+    model = detr_deploy.create_model("detr-shapes-panoptic", weights=str(weights))
+    assert type(model).__name__ == "DETRSegmentation"

@@ -13,7 +13,8 @@ from typing import Any
 from ..errors import ArtifactError
 
 METADATA_KEY = "detr_deploy"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the newest metadata schema this version reads
+IN_GRAPH_SCHEMA = 2  # documents of artifacts with pre-processing in the graph (older runtimes must refuse them)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -29,6 +30,9 @@ class Preprocess:
             transforms; they differ by one pixel on the long side when the cap is active).
         input_size: (H, W) of a static artifact: images are padded bottom-right to it.
         rescale, mean, std: ``(x * rescale - mean) / std`` per RGB channel.
+        in_graph: the artifact does all of this itself: it takes decoded images, input ``image`` uint8
+            ``[batch, height, width, 3]`` (RGB; the images of one call share a size), and the runtime only stacks
+            them (``detr-export --preprocess-in-graph``; ``detr_deploy.runtime.preprocess_graph``).
     """
 
     resize: str = "shortest_edge"
@@ -39,6 +43,7 @@ class Preprocess:
     rescale: float = 1 / 255
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    in_graph: bool = False
 
 
 @dataclass
@@ -65,7 +70,8 @@ class ArtifactMetadata:
     """The artifact's contract. Engines add ``tensorrt`` (version, GPU, compute capability, profiles, plugins).
 
     ``task`` is "detection" (outputs ``logits``, ``pred_boxes``) or "segmentation" (DETR panoptic: also
-    ``pred_masks``). ``family`` is "detr" or "deformable".
+    ``pred_masks``); ``stuff_ids`` are the labels panoptic post-processing fuses (the others are things).
+    ``family`` is "detr" or "deformable".
     """
 
     variant: str
@@ -85,12 +91,13 @@ class ArtifactMetadata:
     tensorrt: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     task: str = "detection"
-    schema: int = SCHEMA_VERSION
+    stuff_ids: list[int] = field(default_factory=list)
+    schema: int = 1
 
     @property
     def static_batch(self) -> int | None:
         """The fixed batch size of a static artifact, None when the batch is dynamic."""
-        batch = self.inputs["pixel_values"]["shape"][0]
+        batch = self.inputs["image" if self.preprocess.in_graph else "pixel_values"]["shape"][0]
         return batch if isinstance(batch, int) else None
 
     @property
@@ -101,6 +108,10 @@ class ArtifactMetadata:
     def to_json(self) -> str:
         data = asdict(self)
         data["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        if self.preprocess.in_graph:
+            data["schema"] = max(int(self.schema), IN_GRAPH_SCHEMA)
+        else:  # the schema-1 document, readable by older versions
+            del data["preprocess"]["in_graph"]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod

@@ -21,17 +21,24 @@ from collections.abc import Callable
 from ..errors import DetrDeployError
 
 EXIT_CODES = ("exit status: 0 success; 1 a verification or tolerance failure; 2 bad input or environment (one line "
-              "naming the problem and the fix); 130 interrupted (nothing half-written is left)")
+              "naming the problem and the fix); 130 interrupted (nothing half-written is left); 3 an internal error "
+              "(a bug: the traceback is printed, please report it)")
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of the exit contract (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     """A command's parser: its module docstring as the description, the exit codes as the epilog."""
-    return argparse.ArgumentParser(prog=prog, description=doc, epilog=EXIT_CODES,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    return _Parser(prog=prog, description=doc, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 # --- value types ------------------------------------------------------------------------------------------------
@@ -112,6 +119,18 @@ class _Deprecated(argparse.Action):
 
 def add_deprecated(parser, old: str, dest: str, new_flag: str, **kwargs) -> None:
     parser.add_argument(old, dest=dest, action=_Deprecated, new_flag=new_flag, help=argparse.SUPPRESS, **kwargs)
+
+
+def require_output(parser, args) -> None:
+    """Commands whose output has no sensible default (a folder of many files) need -o."""
+    if not args.output:
+        parser.error("-o/--output is required")
+
+
+def deprecated_entry(old: str, new: str, main, argv: list[str]) -> int:
+    """An old ``python -m ...`` spelling: run ``main`` after saying what to write instead."""
+    deprecated(old, new)
+    return run(main, argv)
 
 
 # --- argument groups --------------------------------------------------------------------------------------------
@@ -206,9 +225,20 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     log(f"warning: {text}")
 
 
+def interrupted(exc: BaseException) -> bool:
+    """True when ``exc`` is, or was raised while handling, a Ctrl-C (libraries such as torch's exporter wrap it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a command with the exit-status contract (``EXIT_CODES``): DetrDeployError and operating-system errors
-    -> one line and 2; Ctrl-C -> 130. Warnings print as one line each."""
+    -> one line and 2; Ctrl-C -> 130; anything else is a bug -> its traceback and 3. Warnings print one line each."""
     previous = warnings.showwarning
     warnings.showwarning = _one_line_warning
     try:
@@ -217,11 +247,24 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
         log(f"error: {exc}")
         return 2
     except OSError as exc:  # permissions, full disks, vanished files: the environment, not a bug
+        if interrupted(exc):
+            log("interrupted; nothing half-written was left behind")
+            return 130
         where = f": {exc.filename}" if exc.filename else ""
         log(f"error: {exc.strerror or exc}{where}")
         return 2
     except KeyboardInterrupt:
         log("interrupted; nothing half-written was left behind")
         return 130
+    except Exception as exc:
+        if interrupted(exc):
+            log("interrupted; nothing half-written was left behind")
+            return 130
+        import traceback
+
+        traceback.print_exc()
+        log(f"internal error: {type(exc).__name__}: {exc}. This is a bug in detr-deploy or a library it uses; "
+            "please report it with the traceback above")
+        return 3
     finally:
         warnings.showwarning = previous

@@ -69,7 +69,7 @@ def benchmark(detector, image: np.ndarray, batch: int, warmup: int, iterations: 
                 stages[name].append(value)
     result = {name: percentiles(values) for name, values in stages.items()}
     result["images_per_second"] = batch / (result["total"]["mean"] / 1e3)
-    result["input_shape"] = list(prepared.pixel_values.shape)
+    result["input_shape"] = list(prepared.input_shape)
     return result
 
 

@@ -8,6 +8,7 @@ Examples:
   detr-export --model deformable-detr-shapes -o shapes.onnx   # shipped weights, TensorRT-ready plugin form
   detr-export --model deformable --msda gridsample            # portable: standard ops only (onnxruntime, ...)
   detr-export --model detr-r50 --input-size 800x1333 -o detr_static.onnx
+  detr-export --model deformable-detr-shapes --preprocess-in-graph -o shapes_images.onnx   # uint8 images in
   detr-export --model r50_deformable_detr-checkpoint.pth -o my_model.onnx
   detr-export --model hf-hub:SenseTime/deformable-detr -o deformable.onnx
 """
@@ -45,6 +46,10 @@ def build_parser():
                             "FP32); int8: Q/DQ on Conv/MatMul inputs on top of fp16 (needs --calib)")
     group.add_argument("--msda-fp16", action="store_true",
                        help="fp16/int8: run the MSDA node with half storage (default FP32)")
+    group.add_argument("--preprocess-in-graph", action="store_true",
+                       help="the graph takes decoded images (input 'image' uint8 [batch, height, width, 3]) and "
+                            "resizes, normalises and pads them itself, as the host does (bit-identical for the same "
+                            "output size): on TensorRT the host then only decodes. One call's images share a size")
     group.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     group.add_argument("--no-verify", action="store_true",
                        help="skip the onnxruntime check against PyTorch (the file is written unverified)")
@@ -58,10 +63,10 @@ def build_parser():
 
 
 def default_output(variant: str, family: str, msda: str, plugin_version: str | None, size, batch: int,
-                   precision: str) -> str:
+                   precision: str, images_in: bool = False) -> str:
     form = "" if family == "detr" else (f"_plugin-v{plugin_version or '2'}" if msda == "plugin" else "_gridsample")
     shape = "_dynamic" if size is None else f"_b{batch}-{size[0]}x{size[1]}"
-    return f"{variant}{form}_{precision}{shape}.onnx"
+    return f"{variant}{form}_{precision}{shape}{'_imagein' if images_in else ''}.onnx"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,11 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     config = ExportConfig(msda=args.msda, plugin_name=args.msda_plugin_name, plugin_version=args.plugin_version,
                           dynamic=not static, input_size=args.input_size or (800, 1066), batch=args.batch_size,
                           opset=args.opset, precision=args.precision, msda_fp16=args.msda_fp16,
-                          calibration=calibration, simplify=not args.no_simplify)
+                          calibration=calibration, simplify=not args.no_simplify,
+                          preprocess_in_graph=args.preprocess_in_graph)
     config.validate()
     model = ModelArgs.load(args)
     output = args.output or default_output(model.variant, model.config.family, args.msda, args.plugin_version,
-                                           args.input_size, args.batch_size, args.precision)
+                                           args.input_size, args.batch_size, args.precision, args.preprocess_in_graph)
     done = export_verified(model, output, config, verify=not args.no_verify,
                            images=calibration.images if calibration else None, log=log)
     if done.diffs is None:

@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from .._optional import require
 from .args import ModelArgs, RuntimeArgs, add_output, log, make_parser, positive_int, probability, run
 
 
@@ -25,7 +26,10 @@ def build_parser():
     parser.add_argument("--images", nargs="+", help="image files and/or folders")
     parser.add_argument("--coco", default=None, metavar="ANNOTATIONS.json",
                         help="COCO annotations of the images (file_name relative to the --images folder): adds the "
-                             "true COCO mAP (needs pycocotools: pip install 'detr-deploy[eval]')")
+                             "true COCO mAP (needs pycocotools: pip install 'detr-deploy[eval]'); COCO panoptic "
+                             "annotations (segments_info per image) add the true PQ of segmentation artifacts")
+    parser.add_argument("--panoptic-root", default=None, metavar="DIR",
+                        help="folder of the COCO panoptic PNGs (default: the annotations file's path without .json)")
     parser.add_argument("--tolerances", default=None, metavar="FILE", help="JSON overrides of the tolerances")
     add_output(parser, "write the JSON report here", old=("--report",))
     parser.add_argument("--limit", type=positive_int, default=None, help="use the first N images")
@@ -45,9 +49,6 @@ def images_and_annotations(args) -> tuple[list[str], dict | None, list[int] | No
     if not args.coco:
         paths = [str(p) for p in find_images(args.images)]
         return (paths[:args.limit] if args.limit else paths), None, None
-    from .._optional import require
-
-    require("pycocotools", "--coco (true COCO mAP)")
     try:
         coco = json.loads(Path(args.coco).read_text())
         entries = coco["images"]
@@ -58,6 +59,8 @@ def images_and_annotations(args) -> tuple[list[str], dict | None, list[int] | No
     root = Path(args.images[0])
     if len(args.images) != 1 or not root.is_dir():
         raise ConfigError("with --coco, --images must be the one folder the annotations' file names refer to")
+    if not (coco.get("annotations") and "segments_info" in coco["annotations"][0]):
+        require("pycocotools", "--coco (true COCO mAP)")
     entries = entries[:args.limit] if args.limit else entries
     paths = [root / e["file_name"] for e in entries]
     missing = [p for p in paths if not p.is_file()]
@@ -85,13 +88,23 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.artifacts:
         artifact_kind(path)
     images, coco, image_ids = images_and_annotations(args)
+    panoptic_truth = None
+    if coco is not None and coco.get("annotations") and "segments_info" in coco["annotations"][0]:
+        from ..evaluation import read_coco_panoptic
+
+        require("torchmetrics", "panoptic quality")
+        panoptic_truth, _ = read_coco_panoptic(Path(args.coco), Path(args.panoptic_root) if args.panoptic_root
+                                               else None, [Path(p).name for p in images])
+        coco = None  # the true mAP needs box annotations
     if args.output:
         check_output_file(args.output, "report")
     options = RuntimeArgs.options(args)
     model = ModelArgs.load(args)
     with ParityCheck(model, args.artifacts, tolerances, options, args.match_threshold, args.gt_threshold,
                      backend=args.backend) as check, progress(len(images), "parity") as advance:
-        report = check.run(images, coco, image_ids, progress=advance)
+        if any(d.metadata.task == "segmentation" for _, d in check.detectors):
+            require("torchmetrics", "panoptic quality of segmentation artifacts")
+        report = check.run(images, coco, image_ids, progress=advance, panoptic_truth=panoptic_truth)
     print(format_report(report))
     if args.output:
         write_json(args.output, report)

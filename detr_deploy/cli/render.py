@@ -6,13 +6,14 @@ Needs scikit-image's photographs for the backgrounds: pip install 'detr-deploy[s
 
 Examples:
   detr-render -o scenes --count 4 --seed 3
+  detr-render -o panoptic_scenes --count 100 --seed 3 --panoptic
   detr-render -o data/val --count 200 --seed 2 --size 480x640
 """
 from __future__ import annotations
 
 import sys
 
-from .args import add_output, deprecated, make_parser, parse_size, positive_int, run
+from .args import add_output, deprecated_entry, make_parser, parse_size, positive_int, require_output, run
 
 
 def build_parser(prog: str = "detr-render"):
@@ -22,28 +23,29 @@ def build_parser(prog: str = "detr-render"):
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--size", type=parse_size, default=None, metavar="HxW",
                         help="fixed image size (default: varied)")
+    parser.add_argument("--panoptic", action="store_true",
+                        help="add stuff regions (sky, ground, wall) and write COCO panoptic annotations "
+                             "(panoptic.json + panoptic/*.png)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.output:
-        parser.error("-o/--output is required")
+    require_output(parser, args)
     from ..files import check_output_dir
     from ..zoo.shapes import RenderConfig, render_dataset
 
     check_output_dir(args.output)
-    print(render_dataset(args.output, args.count, args.seed, RenderConfig(fixed_size=args.size)))
+    print(render_dataset(args.output, args.count, args.seed, RenderConfig(fixed_size=args.size,
+                                                                          stuff=args.panoptic)))
     return 0
 
 
 def deprecated_module_entry(argv: list[str]) -> int:
     """``python -m detr_deploy.zoo.shapes render ...`` (the old spelling)."""
-    deprecated("python -m detr_deploy.zoo.shapes render", "detr-render")
-    if argv[:1] == ["render"]:
-        argv = argv[1:]
-    return run(main, argv)
+    argv = argv[1:] if argv[:1] == ["render"] else argv
+    return deprecated_entry("python -m detr_deploy.zoo.shapes render", "detr-render", main, argv)
 
 
 def entry() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from .args import add_batch_size, add_output, deprecated, log, make_parser, positive_int, run
+from .args import add_batch_size, add_output, deprecated_entry, log, make_parser, positive_int, require_output, run
 
 
 def build_parser():
@@ -29,14 +29,15 @@ def build_parser():
     parser.add_argument("--eval-every", type=positive_int, default=1000)
     parser.add_argument("--eval-images", type=positive_int, default=200)
     parser.add_argument("--checkpoint-every", type=positive_int, default=200)
+    parser.add_argument("--init-backbone", default=None, metavar="WEIGHTS",
+                        help="start the backbone from this weights file's backbone.body.* (e.g. a shipped model)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.output:
-        parser.error("-o/--output is required")
+    require_output(parser, args)
     from .._optional import require
     from ..files import check_output_dir
     from ..models.registry import resolve_name
@@ -47,15 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     check_output_dir(args.output, "run folder")
     config = TrainConfig(args.variant, args.data, args.output, args.val_data, args.iterations, args.batch_size,
                          args.lr, seed=args.seed, threads=args.threads, eval_every=args.eval_every,
-                         eval_images=args.eval_images, checkpoint_every=args.checkpoint_every)
+                         eval_images=args.eval_images, checkpoint_every=args.checkpoint_every,
+                         init_backbone=args.init_backbone)
     print(train(config, log=log))
     return 0
 
 
 def deprecated_module_entry(argv: list[str]) -> int:
     """``python -m detr_deploy.train ...`` (the old spelling)."""
-    deprecated("python -m detr_deploy.train", "detr-train")
-    return run(main, argv)
+    return deprecated_entry("python -m detr_deploy.train", "detr-train", main, argv)
 
 
 def entry() -> None:

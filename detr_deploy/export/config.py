@@ -30,6 +30,9 @@ class ExportConfig:
         calibration: INT8 only: the images and method for activation ranges.
         simplify: run onnxslim on the exported graph.
         max_size: upper bound of dynamic height/width.
+        preprocess_in_graph: the graph takes decoded images (``image`` uint8 ``[batch, height, width, 3]``) and does
+            the resize, normalisation and padding itself, bit-identical to the host's for the same output size
+            (``detr_deploy.runtime.preprocess_graph``): on TensorRT the host then only decodes.
     """
 
     msda: str = "plugin"
@@ -44,6 +47,7 @@ class ExportConfig:
     calibration: CalibrationConfig | None = None
     simplify: bool = True
     max_size: int = 4096
+    preprocess_in_graph: bool = False
 
     def validate(self) -> None:
         if self.msda not in ("plugin", "gridsample"):

@@ -29,11 +29,14 @@ from ..artifact.settings import postprocess_settings, preprocess_settings
 from ..errors import ConfigError
 from ..files import atomic_output
 from ..progress import progress
+from ..runtime.preprocess import IMAGE_INPUT
 from .config import ExportConfig
 from .fold import fold_frozen_batchnorm
 from .msda import msda_core, onnx_translation, plugin_core
+from .same_padding import replace_same_padding
 
 INPUT_NAMES = ("pixel_values", "pixel_mask")
+IMAGE_DIMS = ("image_height", "image_width")  # the source image's, for in-graph pre-processing
 MASK_DTYPE = torch.int32  # int32 rather than int64: every TensorRT version takes int32 inputs
 
 
@@ -80,6 +83,22 @@ def output_shapes(model: nn.Module, batch, height, width) -> dict[str, dict]:
     return {name: {"shape": shapes[name], "dtype": "float32"} for name in model.output_names}
 
 
+def backbone_summary(model: nn.Module) -> dict:
+    """The backbone in the metadata's ``extra.backbone``: ``name``, ``source`` ("built-in" ResNet or "timm", with
+    timm's version), ``dilation``, ``norm``, ``out_stages`` (timm ``out_indices``) and, per level fed to the
+    transformer, its ``channels`` and ``strides``."""
+    bb = model.config.backbone
+    summary = {"name": bb.name, "source": "timm" if bb.is_timm else "built-in", "dilation": bool(bb.dilation),
+               "norm": bb.norm, "out_stages": [int(s) for s in bb.out_stages],
+               "channels": [int(c) for c in model.backbone.channels],
+               "strides": [int(s) for s in model.backbone.strides]}
+    if bb.is_timm:
+        import timm
+
+        summary["timm_version"] = timm.__version__
+    return summary
+
+
 def build_metadata(model: nn.Module, config: ExportConfig) -> ArtifactMetadata:
     """The artifact contract for ``model`` exported with ``config`` (see ``detr_deploy.artifact.metadata``)."""
     mc = model.config
@@ -92,16 +111,32 @@ def build_metadata(model: nn.Module, config: ExportConfig) -> ArtifactMetadata:
             msda = MSDAInfo("plugin", spec.name, spec.version, spec.namespace, spec.library)
         else:
             msda = MSDAInfo("gridsample")
+    preprocess = preprocess_settings(mc, None if config.dynamic else config.input_size)
+    inputs = {"pixel_values": {"shape": [batch, 3, h, w], "dtype": "float32"},
+              "pixel_mask": {"shape": [batch, h, w], "dtype": "int32"}}
+    if config.preprocess_in_graph:
+        preprocess = dataclasses.replace(preprocess, in_graph=True)
+        inputs = {IMAGE_INPUT: {"shape": [batch, *IMAGE_DIMS, 3], "dtype": "uint8"}}
     return ArtifactMetadata(
         variant=model.variant, family=mc.family, num_queries=mc.num_queries, num_classes=mc.num_classes,
-        id2label=dict(mc.id2label), weights=dict(model.weights_info),
-        preprocess=preprocess_settings(mc, None if config.dynamic else config.input_size),
-        postprocess=postprocess_settings(mc),
-        inputs={"pixel_values": {"shape": [batch, 3, h, w], "dtype": "float32"},
-                "pixel_mask": {"shape": [batch, h, w], "dtype": "int32"}},
-        outputs=output_shapes(model, batch, h, w), task=mc.task,
+        id2label=dict(mc.id2label), weights=dict(model.weights_info), preprocess=preprocess,
+        postprocess=postprocess_settings(mc), inputs=inputs,
+        outputs=output_shapes(model, batch, h, w), task=mc.task, stuff_ids=list(getattr(mc, "stuff_ids", ())),
         msda=msda, precision=config.precision, opset=config.opset, detr_deploy_version=__version__,
-        extra={"model_config": mc.to_dict(), "min_size": max_stride(model) + 1, "max_size": config.max_size})
+        extra={"model_config": mc.to_dict(), "backbone": backbone_summary(model), "min_size": max_stride(model) + 1,
+               "max_size": config.max_size})
+
+
+def build_metadata_for_tensors(metadata: ArtifactMetadata) -> ArtifactMetadata:
+    """The same artifact taking ``pixel_values``/``pixel_mask`` (the graph before in-graph pre-processing is added:
+    what INT8 calibration runs)."""
+    if not metadata.preprocess.in_graph:
+        return metadata
+    batch = metadata.static_batch or "batch"
+    h, w = metadata.preprocess.input_size or ("height", "width")
+    return dataclasses.replace(metadata, preprocess=dataclasses.replace(metadata.preprocess, in_graph=False),
+                               inputs={"pixel_values": {"shape": [batch, 3, h, w], "dtype": "float32"},
+                                       "pixel_mask": {"shape": [batch, h, w], "dtype": "int32"}})
 
 
 def _example_inputs(config: ExportConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,6 +216,23 @@ def _simplify(model_proto, log: Callable[[str], None]):
     return slim
 
 
+def _prepend_preprocess(model_proto, metadata: ArtifactMetadata):
+    """The in-graph pre-processing in front of the model: input ``image`` uint8 replaces ``pixel_values`` and
+    ``pixel_mask``, which become the pre-processing's outputs (``runtime.preprocess_graph``)."""
+    from ..runtime.preprocess_graph import build_preprocess_graph, image_input
+
+    front = build_preprocess_graph(metadata.preprocess)
+    graph = model_proto.graph
+    kept = [i for i in graph.input if i.name not in INPUT_NAMES]
+    del graph.input[:]
+    graph.input.extend([image_input(metadata.static_batch or "batch")] + kept)
+    nodes = list(front.nodes) + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(front.initializers)
+    return model_proto
+
+
 def _finalize(model_proto, metadata: ArtifactMetadata, config: ExportConfig):
     onnx = require("onnx")
     model_proto.producer_name = "detr-deploy"
@@ -214,7 +266,7 @@ def _lower_precision(model_proto, metadata: ArtifactMetadata, config: ExportConf
 
     calib = config.calibration
     plan = plan_quantization(fp32_proto, calib.excluded_scopes)
-    feeds = calibration_batches(calib.images, metadata)
+    feeds = calibration_batches(calib.images, build_metadata_for_tensors(metadata))
     passes = 1 if calib.method == "max" else 2
     log(f"  INT8: calibrating {len(plan.nodes)} Conv/MatMul inputs on {len(calib.images)} images "
         f"({calib.method}; {len(plan.skipped)} nodes left out)")
@@ -246,6 +298,9 @@ def export_onnx(model: nn.Module, output: str | os.PathLike, config: ExportConfi
     require("onnxscript", "ONNX export")
     config = config or ExportConfig()
     config.validate()
+    if config.precision == "int8" and model.config.task == "segmentation":
+        raise ConfigError("INT8 export of segmentation models is not supported (its mask head was never calibrated "
+                          "and measured); export --precision fp16 or fp32")
     if config.precision == "int8" and config.opset < 19:
         log(f"INT8: opset {config.opset} -> 19 (QuantizeLinear/DequantizeLinear with FP16 scales)")
         config = dataclasses.replace(config, opset=19)
@@ -253,6 +308,8 @@ def export_onnx(model: nn.Module, output: str | os.PathLike, config: ExportConfi
     start = time.perf_counter()
     metadata = build_metadata(model, config)
     prepared = fold_frozen_batchnorm(model).eval()
+    if config.dynamic:
+        replace_same_padding(prepared)  # timm's tf_* "same" padding, in integers the shape solver can simplify
     wrapper = OnnxOutputs(prepared).eval()
     args = _example_inputs(config)
     plugin = metadata.msda is not None and metadata.msda.form == "plugin"
@@ -280,6 +337,8 @@ def export_onnx(model: nn.Module, output: str | os.PathLike, config: ExportConfi
         model_proto = _simplify(model_proto, log)
     if plugin:
         model_proto = _declare_plugin_outputs(model_proto)
+    if metadata.preprocess.in_graph:
+        model_proto = _prepend_preprocess(model_proto, metadata)
     model_proto = _finalize(model_proto, metadata, config)
     with atomic_output(output) as tmp:
         onnx.save_model(model_proto, str(tmp))

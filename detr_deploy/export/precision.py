@@ -17,7 +17,10 @@ FP32 (and why; numbers in benchmarks/precision.py):
   a half-precision location is off by up to size * 2^-11 pixels;
 - the MSDA node itself (plugin or GridSample), so value, locations and weights share FP32 (TensorRT plugins take one
   float type for all three); ``msda_fp16=True`` gives it half storage instead;
-- the detection heads (``class_embed``, ``bbox_embed``), two-stage proposal scoring and the query position paths.
+- the detection heads (``class_embed``, ``bbox_embed``), two-stage proposal scoring and the query position paths;
+- segmentation: the box-attention map (``bbox_attention``: its logits over heads x h x w feed one softmax) and the
+  mask head's last convolution (the mask logits the post-processing thresholds); its GroupNorms are
+  InstanceNormalization, FP32 as above.
 Graph inputs and outputs stay FP32.
 """
 from __future__ import annotations
@@ -33,7 +36,7 @@ from ..artifact.msda import PLUGIN_OPS
 FP16_OPS = {"Conv", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Relu", "MaxPool", "Reshape", "Transpose",
             "Concat", "Slice", "Gather", "Split", "Unsqueeze", "Squeeze", "Expand", "Where", "Flatten", "Identity"}
 FP32_SCOPES = ("position_embedding", "proposal_embedding", "sampling_offsets", "reference_points", "class_embed",
-               "bbox_embed", "enc_output", "pos_trans", "query_embed")
+               "bbox_embed", "enc_output", "pos_trans", "query_embed", "bbox_attention", "mask_head.out_lay")
 MSDA_OPS = {"GridSample", *PLUGIN_OPS}
 MSDA_CLASS = "detr_deploy.models.deformable_attention.MSDeformAttn"
 _SCOPES_KEY = "pkg.torch.onnx.name_scopes"

@@ -21,22 +21,31 @@ from ..artifact.msda import NVIDIA_PLUGIN, OUR_PLUGIN_LIBRARY
 from ..artifact.tensorrt import describe_gpu, engine_metadata, load_plugin_libraries
 from ..errors import ArtifactError, ConfigError
 from ..files import atomic_output, check_output_file, write_bytes, write_json
+from ..runtime.images import MIN_SIDE
+from ..runtime.preprocess import IMAGE_INPUT
 
 DEFAULT_OPT = (800, 1066)
+DEFAULT_IMAGE_OPT = (480, 640)  # in-graph pre-processing: decoded image sizes
+DEFAULT_IMAGE_MAX = (4096, 4096)
 DEFAULT_MAX = (1333, 1333)  # shortest edge 800 / longest 1333, both orientations
 NVIDIA_V2_MIN_VERSION = (10, 11)
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Optimization profile: (batch, height, width) at min, opt and max."""
+    """Optimization profile: (batch, height, width) at min, opt and max; ``images``: of the decoded images an
+    artifact with in-graph pre-processing takes (its ``image`` input), else of ``pixel_values``/``pixel_mask``."""
 
     min: tuple[int, int, int]
     opt: tuple[int, int, int]
     max: tuple[int, int, int]
+    images: bool = False
 
     def input_shapes(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
         """Per input name: (min, opt, max) full shapes."""
+        if self.images:
+            return {IMAGE_INPUT: tuple((b, h, w, 3) for b, h, w in (self.min, self.opt, self.max))}
+
         def values(b, h, w):
             return (b, 3, h, w)
 
@@ -70,8 +79,11 @@ def derive_profile(metadata: ArtifactMetadata, shapes: Profile | None = None) ->
     """The profile to build: the user's (validated) or the default for the artifact.
 
     Static artifacts: their fixed shape. Dynamic: batch 1, height/width from the model's minimum to 1333, optimised
-    for 800x1066 (a 4:3 photo under the reference resize rule).
+    for 800x1066 (a 4:3 photo under the reference resize rule). In-graph pre-processing: the decoded images' sizes,
+    8x8 to 4096x4096, optimised for a 480x640 photo (the front end's intermediates grow with the reduction factor).
     """
+    if metadata.preprocess.in_graph:
+        return _image_profile(metadata, shapes)
     batch, _, height, width = metadata.inputs["pixel_values"]["shape"]
     if isinstance(height, int) and isinstance(width, int):
         fixed = (batch if isinstance(batch, int) else 1, height, width)
@@ -91,6 +103,22 @@ def derive_profile(metadata: ArtifactMetadata, shapes: Profile | None = None) ->
             raise ConfigError("--shapes: batch must be >= 1")
         if axis > 0 and (lo < low or hi > high):
             raise ConfigError(f"--shapes: {name} {lo}..{hi} is outside what this model accepts ({low}..{high})")
+    if isinstance(batch, int) and (profile.min[0] != batch or profile.max[0] != batch):
+        raise ConfigError(f"this ONNX file has a static batch of {batch}")
+    return profile
+
+
+def _image_profile(metadata: ArtifactMetadata, shapes: Profile | None) -> Profile:
+    batch = metadata.inputs[IMAGE_INPUT]["shape"][0]
+    fixed = batch if isinstance(batch, int) else 1
+    profile = shapes or Profile((fixed, MIN_SIDE, MIN_SIDE), (fixed, *DEFAULT_IMAGE_OPT), (fixed, *DEFAULT_IMAGE_MAX))
+    profile = Profile(profile.min, profile.opt, profile.max, images=True)
+    for axis, name in ((0, "batch"), (1, "image height"), (2, "image width")):
+        lo, mid, hi = profile.min[axis], profile.opt[axis], profile.max[axis]
+        if not lo <= mid <= hi:
+            raise ConfigError(f"--shapes: {name} must satisfy min <= opt <= max, got {lo}/{mid}/{hi}")
+        if lo < (1 if axis == 0 else MIN_SIDE):
+            raise ConfigError(f"--shapes: {name} must be >= {1 if axis == 0 else MIN_SIDE}")
     if isinstance(batch, int) and (profile.min[0] != batch or profile.max[0] != batch):
         raise ConfigError(f"this ONNX file has a static batch of {batch}")
     return profile

@@ -14,8 +14,9 @@ from ..compare import DEFAULT_TOLERANCES, OutputDiff, Tolerance, compare_outputs
 from ..files import check_output_file
 from ..runtime.backends import BackendOptions
 from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
+from ..runtime.preprocess import IMAGE_INPUT
 from .config import ExportConfig
-from .onnx_export import ExportResult, export_onnx
+from .onnx_export import ExportResult, build_metadata_for_tensors, export_onnx
 
 
 def synthetic_batch(batch: int, height: int, width: int, valid: list[tuple[int, int]] | None = None,
@@ -35,9 +36,38 @@ def synthetic_batch(batch: int, height: int, width: int, valid: list[tuple[int, 
     return pixels, mask
 
 
-def verification_inputs(metadata) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def synthetic_images(count: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """``uint8 [count, height, width, 3]`` photo-like images: smooth structure plus texture (for in-graph
+    pre-processing, which resizes them as it would a photograph)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (count, 3, max(height // 24, 2), max(width // 24, 2))).astype(np.float32)
+    smooth = torch.nn.functional.interpolate(torch.from_numpy(coarse), size=(height, width), mode="bicubic",
+                                             align_corners=False).numpy().transpose(0, 2, 3, 1)
+    return np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)
+
+
+def image_cases(images: list[tuple[str, np.ndarray]], metadata) -> list[tuple[str, dict, np.ndarray, np.ndarray]]:
+    """(label, feeds, pixel_values, pixel_mask) of an in-graph artifact: ``image`` feeds, and the tensors its graph
+    computes from them (its own pre-processing, run alone in onnxruntime) for the PyTorch model."""
+    from ..runtime.preprocess_graph import GraphPreprocess
+
+    front = GraphPreprocess(metadata.preprocess)
+    cases = []
+    for label, image in images:
+        pixels, mask = front(image)
+        cases.append((label, {IMAGE_INPUT: image}, pixels, mask))
+    return cases
+
+
+def verification_inputs(metadata) -> list[tuple]:
     """Static: the export shape. Dynamic: 1 image at a 512x640-like size, plus a padded batch of 2 of another
-    size (labels, pixel_values, pixel_mask)."""
+    size (labels, pixel_values, pixel_mask). In-graph pre-processing: uint8 images, one to be enlarged and a batch
+    of two to be reduced (labels, feeds, pixel_values, pixel_mask; see :func:`image_cases`)."""
+    if metadata.preprocess.in_graph:
+        batch = metadata.static_batch
+        images = [(f"{batch or 1}x480x640x3 image", synthetic_images(batch or 1, 480, 640, seed=1)),
+                  (f"{batch or 2}x1200x900x3 images", synthetic_images(batch or 2, 1200, 900, seed=2))]
+        return image_cases(images, metadata)
     if metadata.static_batch is not None:
         batch, _, h, w = metadata.inputs["pixel_values"]["shape"]
         return [(f"{batch}x3x{h}x{w}", *synthetic_batch(batch, h, w))]
@@ -56,6 +86,8 @@ def image_inputs(paths: list[str], metadata) -> list[tuple[str, np.ndarray, np.n
     from ..runtime.preprocess import preprocess_for
 
     images = [(os.path.basename(p), load_image(p)) for p in paths[:2]]
+    if metadata.preprocess.in_graph:  # one call per image (one tensor holds images of one size)
+        return image_cases([(name, preprocess_for([image], metadata).image) for name, image in images], metadata)
     dynamic = metadata.static_batch is None
     groups = [[item] for item in images] + ([images] if dynamic and len(images) == 2 else [])
     cases = []
@@ -68,13 +100,15 @@ def image_inputs(paths: list[str], metadata) -> list[tuple[str, np.ndarray, np.n
 
 def compare_with_model(model, backend, cases, log: Callable[[str], None] = print) -> list[OutputDiff]:
     """Run every (label, pixel_values, pixel_mask) case through ``backend`` and the PyTorch model; print a table row
-    per case and return the differences."""
+    per case and return the differences. A case (label, feeds, pixel_values, pixel_mask) feeds ``feeds`` to the
+    backend and the pixel tensors to the model (an in-graph artifact: its images, and what its graph made of them)."""
     segmentation = "pred_masks" in backend.output_names
     log(table_header(with_masks=segmentation))
     results = []
-    for label, pixels, mask in cases:
-        diff = compare_outputs(label, model.predict_numpy(pixels, mask),
-                               backend({"pixel_values": pixels, "pixel_mask": mask}), backend.metadata.postprocess)
+    for case in cases:
+        label, feeds, pixels, mask = case if len(case) == 4 else (case[0], None, *case[1:])
+        feeds = feeds if feeds is not None else {"pixel_values": pixels, "pixel_mask": mask}
+        diff = compare_outputs(label, model.predict_numpy(pixels, mask), backend(feeds), backend.metadata.postprocess)
         log(diff.row())
         results.append(diff)
     return results
@@ -90,7 +124,24 @@ def verify_onnx(model, onnx_path: str | os.PathLike, log: Callable[[str], None] 
     with OnnxRuntimeBackend(onnx_path, BackendOptions(threads=threads)) as backend:
         log("verification against PyTorch (onnxruntime, CPU" + (", calibration images):" if images else "):"))
         cases = image_inputs(images, backend.metadata) if images else verification_inputs(backend.metadata)
+        if backend.metadata.preprocess.in_graph:
+            log_host_agreement(cases, backend.metadata, log)
         return compare_with_model(model, backend, cases, log)
+
+
+def log_host_agreement(cases, metadata, log: Callable[[str], None] = print) -> None:
+    """How the graph's own pre-processing of the verification images compares with the host's."""
+    from ..runtime.preprocess import preprocess_for
+
+    for label, feeds, pixels, _ in cases:
+        host = preprocess_for(list(feeds[IMAGE_INPUT]), build_metadata_for_tensors(metadata)).pixel_values
+        if host.shape != pixels.shape:
+            log(f"  in-graph pre-processing of {label}: size {pixels.shape[2:]} vs host {host.shape[2:]} (the resize "
+                "rule's documented difference)")
+        else:
+            differing = float(np.mean(host != pixels))
+            log(f"  in-graph pre-processing of {label}: max |d pixel_values| vs host "
+                f"{float(np.abs(host - pixels).max()):.1e}, {differing:.2%} of values differ")
 
 
 @dataclass

@@ -164,21 +164,56 @@ def freeze_batch_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-def build_timm_features(config: BackboneConfig) -> nn.Module:
-    """Any timm model with ``features_only=True``; stage s (1..4) is timm feature index s (stride 2**(s+1)).
+def freeze_batch_norm_like_transformers(module: nn.Module) -> nn.Module:
+    """Freeze ``module``'s BatchNorm exactly as transformers' DETR and Deformable DETR do with a timm backbone.
 
-    The timm module is returned as is, so its parameter names match Hugging Face's timm-backbone checkpoints.
+    Every ``nn.BatchNorm2d`` instance, subclasses included, becomes a FrozenBatchNorm2d with eps **1e-5** (whatever
+    the layer's own eps; tf_* models use 1e-3) holding its statistics. timm's ``BatchNormAct2d`` is such a subclass,
+    so the activation and dropout it carries are dropped with it: a frozen EfficientNet or MobileNetV3 has no
+    activation after its convolutions, only inside its squeeze-excite blocks. Checkpoints trained in transformers
+    have those semantics, so they are kept here (``norm="frozen_bn_timm"`` keeps the activations).
+    """
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features)
+            with torch.no_grad():
+                if child.weight is not None:
+                    frozen.weight.copy_(child.weight)
+                    frozen.bias.copy_(child.bias)
+                if child.running_mean is not None:
+                    frozen.running_mean.copy_(child.running_mean)
+                    frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            freeze_batch_norm_like_transformers(child)
+    return module
+
+
+def build_timm_features(config: BackboneConfig) -> nn.Module:
+    """Any timm model with ``features_only=True``; stage s is timm feature index s (stride 2**(s+1)).
+
+    Built with the arguments transformers' ``TimmBackbone`` passes: ``out_indices`` = ``out_stages``,
+    ``output_stride=16`` for ``dilation`` (else timm's default), ``in_chans=3``, ``pretrained`` (False unless
+    asked). BatchNorm is frozen per ``config.norm`` (see BackboneConfig). The timm module is returned as is, so its
+    parameter names match Hugging Face's timm-backbone checkpoints; ``channels`` and ``strides`` come from timm's
+    ``feature_info``.
     """
     timm = require("timm", f"the timm backbone {config.name!r}")
-    kwargs = {"features_only": True, "out_indices": tuple(config.out_stages), "pretrained": config.pretrained}
+    kwargs = {"features_only": True, "out_indices": tuple(config.out_stages), "pretrained": config.pretrained,
+              "in_chans": 3}
     if config.dilation:
         kwargs["output_stride"] = 16
     try:
         model = timm.create_model(config.name, **kwargs)
     except Exception as exc:  # timm raises RuntimeError/ValueError/KeyError for unknown names
         raise ConfigError(f"timm could not build backbone {config.name!r} with features_only: {exc}") from exc
-    if config.norm == "frozen_bn":
-        freeze_batch_norm(model)
+    if config.norm == "frozen_bn_timm":
+        from timm.utils.model import freeze_batch_norm_2d
+
+        model = freeze_batch_norm_2d(model)
+    if config.norm in ("frozen_bn", "frozen_bn_timm"):
+        # after timm's freezing only BatchNorm2d subclasses timm does not know are left (transformers does the same)
+        freeze_batch_norm_like_transformers(model)
     model.channels = list(model.feature_info.channels())
     model.strides = list(model.feature_info.reduction())
     return model

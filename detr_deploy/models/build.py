@@ -10,6 +10,8 @@ def build_model(config: ModelConfig) -> DetrFamilyModel:
     """A randomly initialised model for ``config``, in eval mode."""
     from .deformable_detr import DeformableDETR
     from .detr import DETR
+    from .segmentation import DETRSegmentation
 
-    model = DeformableDETR(config) if config.family == "deformable" else DETR(config)
-    return model.eval()
+    if config.family == "deformable":
+        return DeformableDETR(config).eval()
+    return (DETRSegmentation(config) if config.task == "segmentation" else DETR(config)).eval()

@@ -31,10 +31,17 @@ class BackboneConfig:
         name: "resnet18|34|50|101" (built in, torchvision/timm key layout, no timm needed), "resnet" with
             explicit ``block``/``depths``/``widths``/``stem_width`` (tiny test models), or any other timm model
             name (``features_only``; needs ``pip install 'detr-deploy[timm]'``).
-        dilation: DC5: the last stage uses dilation 2 instead of stride 2 (output stride 16).
-        out_stages: which stages feed the transformer, 1..4 = C2..C5 (stride 4..32).
+        dilation: DC5: the last stage uses dilation 2 instead of stride 2 (output stride 16; timm's
+            ``output_stride=16``, what Hugging Face's ``dilation=True`` asks of timm).
+        out_stages: which stages feed the transformer, 1..4 = C2..C5 (stride 4..32). For a timm backbone these are
+            timm's ``out_indices`` (feature index s has stride 2**(s+1); 0, stride 2, is allowed there too).
         norm: "frozen_bn" (the published models; eval-mode BatchNorm with fixed statistics) or "bn"
-            (trainable BatchNorm, for training from scratch; identical maths in eval mode).
+            (trainable BatchNorm, for training from scratch; identical maths in eval mode for the built-in
+            ResNet). For a timm backbone, "frozen_bn" is exactly what transformers' DETR and Deformable DETR do:
+            every ``BatchNorm2d`` (subclasses included, so timm's ``BatchNormAct2d`` together with the activation
+            it carries) becomes a FrozenBatchNorm2d with eps 1e-5; "frozen_bn_timm" is timm's
+            ``freeze_batch_norm_2d`` (each layer keeps its eps and its activation), what transformers does when the
+            backbone config sets ``freeze_batch_norm_2d``; "bn" leaves timm's layers as they are.
         block, depths, widths, stem_width: explicit ResNet shape; None takes the preset of ``name``.
         pretrained: timm backbones only: ask timm for its pretrained weights (network needed).
     """
@@ -53,6 +60,11 @@ class BackboneConfig:
     def is_builtin_resnet(self) -> bool:
         return self.name in RESNET_PRESETS or self.name == "resnet"
 
+    @property
+    def is_timm(self) -> bool:
+        """Built by timm (``features_only``) rather than the built-in ResNet."""
+        return not self.is_builtin_resnet
+
     def resnet_spec(self) -> tuple[str, tuple[int, ...], tuple[int, ...], int]:
         """(block, depths, widths, stem_width) of a built-in ResNet."""
         if not self.is_builtin_resnet:
@@ -69,12 +81,14 @@ class BackboneConfig:
         return block, depths, widths, int(self.stem_width or 64)
 
     def validate(self) -> None:
-        if not self.out_stages or any(s not in (1, 2, 3, 4) for s in self.out_stages):
-            raise ConfigError(f"backbone out_stages must be a subset of (1, 2, 3, 4), got {self.out_stages}")
+        stages = (0, 1, 2, 3, 4) if self.is_timm else (1, 2, 3, 4)
+        if not self.out_stages or any(s not in stages for s in self.out_stages):
+            raise ConfigError(f"backbone out_stages must be a subset of {stages}, got {self.out_stages}")
         if list(self.out_stages) != sorted(set(self.out_stages)):
             raise ConfigError(f"backbone out_stages must be increasing, got {self.out_stages}")
-        if self.norm not in ("frozen_bn", "bn"):
-            raise ConfigError(f"backbone norm must be 'frozen_bn' or 'bn', got {self.norm!r}")
+        norms = ("frozen_bn", "frozen_bn_timm", "bn") if self.is_timm else ("frozen_bn", "bn")
+        if self.norm not in norms:
+            raise ConfigError(f"backbone {self.name!r}: norm must be one of {norms}, got {self.norm!r}")
         if self.is_builtin_resnet:
             self.resnet_spec()
 
@@ -201,7 +215,39 @@ class DeformableDetrConfig(_DetectorConfig):
         return self.decoder_layers + (1 if self.two_stage else 0)
 
 
-ModelConfig = DetrConfig | DeformableDetrConfig
+@dataclass
+class DetrSegmentationConfig(DetrConfig):
+    """DETR panoptic (Carion et al. 2020, section 4.4): DETR plus a box-attention map and a small FPN mask head
+    on backbone stages C2-C4 (``backbone.out_stages`` must include 1, 2, 3 and 4).
+
+    ``num_classes`` is "max category id + 1" as for DETR (250 for COCO panoptic: things 1-90, stuff 92-200);
+    ``stuff_ids`` lists the labels that are stuff (segments without instances), what panoptic post-processing
+    fuses; the others are things.
+    """
+
+    task: ClassVar[str] = "segmentation"
+
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(out_stages=(1, 2, 3, 4)))
+    num_classes: int = 250
+    stuff_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.stuff_ids = tuple(int(i) for i in self.stuff_ids)
+
+    def validate(self) -> None:
+        super().validate()
+        if tuple(self.backbone.out_stages) != (1, 2, 3, 4):
+            raise ConfigError("the segmentation head reads backbone stages C2-C5: backbone out_stages must be "
+                              f"(1, 2, 3, 4), got {self.backbone.out_stages}")
+        if (self.d_model + self.num_heads) % 8 or self.d_model % 16:
+            raise ConfigError(f"the mask head's GroupNorm(8) needs d_model + num_heads divisible by 8 and d_model by "
+                              f"16, got d_model={self.d_model}, num_heads={self.num_heads}")
+        if any(not 0 <= i < self.num_classes for i in self.stuff_ids):
+            raise ConfigError(f"stuff_ids must be class indices below num_classes ({self.num_classes})")
+
+
+ModelConfig = DetrConfig | DeformableDetrConfig | DetrSegmentationConfig
 _BACKBONE_KEYS = {f.name for f in dataclasses.fields(BackboneConfig)}
 
 
@@ -209,8 +255,8 @@ def apply_overrides(config: _DetectorConfig, overrides: dict[str, Any]) -> _Dete
     """Return a copy of ``config`` with ``overrides`` applied; unknown keys give a ConfigError.
 
     ``backbone`` may be a name (str), a dict or a BackboneConfig; backbone fields (``dilation``,
-    ``out_stages``, ``norm``...) may also be passed flat. Changing ``num_classes`` resets ``id2label``
-    unless it is given too.
+    ``out_stages``, ``norm``...) may also be passed flat. Changing ``num_classes`` resets ``id2label`` (and a
+    segmentation model's ``stuff_ids``) unless given too.
     """
     overrides = dict(overrides)
     fields = {f.name for f in dataclasses.fields(config)}
@@ -224,6 +270,8 @@ def apply_overrides(config: _DetectorConfig, overrides: dict[str, Any]) -> _Dete
         backbone = bb
     elif bb is not None:
         raise ConfigError(f"backbone must be a name, a dict or a BackboneConfig, got {type(bb).__name__}")
+    if backbone.is_timm:  # the ResNet shape fields of a previous built-in backbone mean nothing to timm
+        backbone = dataclasses.replace(backbone, block=None, depths=None, widths=None, stem_width=None)
     for key in list(overrides):
         if key in _BACKBONE_KEYS and key not in fields:
             value = overrides.pop(key)
@@ -236,6 +284,9 @@ def apply_overrides(config: _DetectorConfig, overrides: dict[str, Any]) -> _Dete
         raise ConfigError(f"unknown option(s) {unknown} for {type(config).__name__}; known: {known}")
     if "num_classes" in overrides and "id2label" not in overrides:
         overrides["id2label"] = default_id2label(int(overrides["num_classes"]))
+    if ("num_classes" in overrides and "stuff_ids" in fields and "stuff_ids" not in overrides
+            and int(overrides["num_classes"]) != config.num_classes):
+        overrides["stuff_ids"] = ()  # another label set: say which labels are stuff with stuff_ids=...
     new = dataclasses.replace(config, backbone=backbone, **overrides)
     new.validate()
     return new

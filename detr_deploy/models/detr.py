@@ -2,6 +2,8 @@
 """DETR: ResNet C5 -> 1x1 projection -> transformer -> class and box heads."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -12,6 +14,21 @@ from .heads import MLP
 from .masks import downsample_mask, padding_mask_from_pixel_mask
 from .position_encoding import SinePositionEmbedding
 from .transformer import Transformer
+
+
+@dataclass
+class DetrPass:
+    """One forward pass of DETR: the ``outputs`` dict and the intermediate tensors the segmentation head reads:
+    ``features`` (every backbone stage, ``[B,C_s,H_s,W_s]``), ``projected`` ``[B,d,h,w]`` (the projected last
+    stage), ``memory`` ``[B,h*w,d]`` (encoder output), ``mask`` ``[B,h,w]`` (True = padding), ``hidden``
+    ``[B,Q,d]`` (last decoder layer)."""
+
+    outputs: dict
+    features: list[torch.Tensor]
+    projected: torch.Tensor
+    memory: torch.Tensor
+    mask: torch.Tensor
+    hidden: torch.Tensor
 
 
 class DETR(DetrFamilyModel):
@@ -36,16 +53,21 @@ class DETR(DetrFamilyModel):
         self.class_embed = nn.Linear(d, config.num_classes + 1)
         self.bbox_embed = MLP(d, d, 4, 3)
 
-    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> dict:
+    def run(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> DetrPass:
+        """The forward pass, keeping what the segmentation head reads besides the outputs."""
         padding_mask = padding_mask_from_pixel_mask(pixel_values, pixel_mask)
-        feature = self.backbone(pixel_values)[-1]
-        mask = downsample_mask(padding_mask, feature)
+        features = self.backbone(pixel_values)
+        mask = downsample_mask(padding_mask, features[-1])
         pos = self.position_embedding(mask).flatten(2).transpose(1, 2)  # [B, HW, d]
-        src = self.input_proj(feature).flatten(2).transpose(1, 2)  # [B, HW, d]
-        with_aux = self.training
-        hs = self.transformer(src, mask.flatten(1), self.query_embed.weight, pos, return_intermediate=with_aux)
+        projected = self.input_proj(features[-1])
+        src = projected.flatten(2).transpose(1, 2)  # [B, HW, d]
+        hs, memory = self.transformer(src, mask.flatten(1), self.query_embed.weight, pos,
+                                      return_intermediate=self.training)
         outputs = [{"logits": self.class_embed(h), "pred_boxes": self.bbox_embed(h).sigmoid()} for h in hs]
         result = dict(outputs[-1])
-        if with_aux:
+        if self.training:
             result["aux_outputs"] = outputs[:-1]
-        return result
+        return DetrPass(result, features, projected, memory, mask, hs[-1])
+
+    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> dict:
+        return self.run(pixel_values, pixel_mask).outputs

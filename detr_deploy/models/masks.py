@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Padding masks. Inputs follow Hugging Face (``pixel_mask`` 1 = real pixel); internally True = padding."""
+"""Padding masks (inputs follow Hugging Face: ``pixel_mask`` 1 = real pixel; internally True = padding), and the
+nearest-neighbour resize with PyTorch's own index arithmetic that every exported graph reproduces exactly."""
 from __future__ import annotations
 
 import torch
@@ -26,10 +27,16 @@ def nearest_source_index(size_in: int, size_out: int, device: torch.device) -> t
     return index.clamp(max=size_in - 1)
 
 
+def nearest_resize(x: torch.Tensor, size) -> torch.Tensor:
+    """``F.interpolate(x, size, mode="nearest")`` on the last two axes of ``x [..., H, W]``, bit for bit, as index
+    selects (an exported Resize would round some source rows differently, see :func:`nearest_source_index`)."""
+    h_in, w_in = x.shape[-2:]
+    h_out, w_out = size
+    rows = nearest_source_index(h_in, h_out, x.device)
+    cols = nearest_source_index(w_in, w_out, x.device)
+    return x.index_select(x.dim() - 2, rows).index_select(x.dim() - 1, cols)
+
+
 def downsample_mask(padding_mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Nearest-neighbour resize of ``padding_mask [B,H,W]`` to the spatial size of ``like [B,C,h,w]``."""
-    h_in, w_in = padding_mask.shape[-2:]
-    h_out, w_out = like.shape[-2:]
-    rows = nearest_source_index(h_in, h_out, padding_mask.device)
-    cols = nearest_source_index(w_in, w_out, padding_mask.device)
-    return padding_mask.index_select(1, rows).index_select(2, cols)
+    return nearest_resize(padding_mask, like.shape[-2:])

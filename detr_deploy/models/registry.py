@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import UnknownModelError
-from ..labels import SHAPES_CATEGORIES
-from .config import BackboneConfig, DeformableDetrConfig, DetrConfig, ModelConfig
+from ..labels import COCO_PANOPTIC_STUFF_IDS, SHAPES_CATEGORIES, SHAPES_PANOPTIC_CATEGORIES, SHAPES_STUFF_IDS
+from .config import BackboneConfig, DeformableDetrConfig, DetrConfig, DetrSegmentationConfig, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,29 @@ def detr_r101_dc5() -> DetrConfig:
     return DetrConfig(backbone=BackboneConfig("resnet101", dilation=True))
 
 
+# --- DETR panoptic segmentation --------------------------------------------------------------------------
+_PANOPTIC = dict(num_classes=250, stuff_ids=COCO_PANOPTIC_STUFF_IDS)
+
+
+@register_model("detr-r50-panoptic")
+def detr_r50_panoptic() -> DetrSegmentationConfig:
+    """DETR panoptic, ResNet-50, 43.4 PQ on COCO val."""
+    return DetrSegmentationConfig(backbone=BackboneConfig("resnet50", out_stages=(1, 2, 3, 4)), **_PANOPTIC)
+
+
+@register_model("detr-r50-dc5-panoptic")
+def detr_r50_dc5_panoptic() -> DetrSegmentationConfig:
+    """DETR panoptic, ResNet-50 DC5, 44.6 PQ."""
+    return DetrSegmentationConfig(backbone=BackboneConfig("resnet50", dilation=True, out_stages=(1, 2, 3, 4)),
+                                  **_PANOPTIC)
+
+
+@register_model("detr-r101-panoptic")
+def detr_r101_panoptic() -> DetrSegmentationConfig:
+    """DETR panoptic, ResNet-101, 45.1 PQ."""
+    return DetrSegmentationConfig(backbone=BackboneConfig("resnet101", out_stages=(1, 2, 3, 4)), **_PANOPTIC)
+
+
 # --- Deformable DETR --------------------------------------------------------------------------------------
 @register_model("deformable-detr")
 def deformable_detr() -> DeformableDetrConfig:
@@ -121,3 +144,14 @@ def deformable_detr_shapes() -> DeformableDetrConfig:
                                 stem_width=32, out_stages=(2, 3, 4)),
         d_model=128, num_heads=4, encoder_layers=2, decoder_layers=3, ffn_dim=512, num_queries=30, num_classes=8,
         dropout=0.0, with_box_refine=True, id2label=dict(enumerate(SHAPES_CATEGORIES)), image_size=(256, 416))
+
+
+@register_model("detr-shapes-panoptic")
+def detr_shapes_panoptic() -> DetrSegmentationConfig:
+    """Small DETR panoptic trained by detr-deploy on rendered shapes with stuff; see zoo/MODEL_CARD_PANOPTIC.md."""
+    return DetrSegmentationConfig(
+        backbone=BackboneConfig("resnet", block="basic", depths=(2, 2, 2, 2), widths=(32, 64, 128, 256),
+                                stem_width=32, out_stages=(1, 2, 3, 4)),
+        d_model=128, num_heads=8, encoder_layers=2, decoder_layers=3, ffn_dim=512, num_queries=30,
+        num_classes=len(SHAPES_PANOPTIC_CATEGORIES), dropout=0.0, id2label=dict(enumerate(SHAPES_PANOPTIC_CATEGORIES)),
+        stuff_ids=SHAPES_STUFF_IDS, image_size=(256, 416))

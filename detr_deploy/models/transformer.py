@@ -90,7 +90,9 @@ class TransformerDecoder(nn.Module):
 
 
 class Transformer(nn.Module):
-    """``forward(src [B,S,d], padding_mask [B,S], query_embed [Q,d], pos [B,S,d]) -> list of [B,Q,d]``."""
+    """``forward(src [B,S,d], padding_mask [B,S], query_embed [Q,d], pos [B,S,d]) -> (decoder outputs, memory)``:
+    a list of ``[B,Q,d]`` (every layer's with ``return_intermediate``, else the last) and the encoder output
+    ``[B,S,d]`` (the segmentation head attends to it)."""
 
     def __init__(self, d_model: int, num_heads: int, encoder_layers: int, decoder_layers: int, ffn_dim: int,
                  dropout: float):
@@ -105,4 +107,4 @@ class Transformer(nn.Module):
         memory = self.encoder(src, pos, padding_mask)
         query_pos = query_embed.unsqueeze(0).expand(src.shape[0], -1, -1)
         tgt = torch.zeros_like(query_pos)
-        return self.decoder(tgt, memory, pos, query_pos, padding_mask, return_intermediate)
+        return self.decoder(tgt, memory, pos, query_pos, padding_mask, return_intermediate), memory

@@ -46,3 +46,37 @@ def draw_detections(image: np.ndarray | Image.Image, detections: dict, line_widt
         draw.rectangle([x0, ty, x0 + (right - left) + 2 * width, ty + lift], fill=color)
         draw.text((x0 + width, ty + width - (top - y0)), text, fill=(0, 0, 0), font=font)
     return canvas
+
+
+def draw_segments(image: np.ndarray | Image.Image, result: dict, alpha: float = 0.55) -> Image.Image:
+    """``image`` with each segment of a panoptic/instance result tinted in its label's colour and named.
+
+    Args:
+        image: ``HxWx3 uint8`` RGB or a PIL image (the original image the segmentation map refers to).
+        result: a Detector segmentation result: ``segmentation`` [H,W] segment ids (0 = none), ``segments_info``
+            and ``names``.
+    """
+    Image, ImageDraw, ImageFont = (require(f"PIL.{name}", "drawing segments")
+                                   for name in ("Image", "ImageDraw", "ImageFont"))
+    base = np.asarray(image.convert("RGB") if not isinstance(image, np.ndarray) else image).astype(np.float32)
+    ids = np.asarray(result["segmentation"])
+    tint = base.copy()
+    labels = []
+    for entry, name in zip(result["segments_info"], result["names"]):
+        inside = ids == entry["id"]
+        if not inside.any():
+            continue
+        # instances of one label: the label's hue, brightness varied by segment id
+        color = np.asarray(label_color(int(entry["label_id"])), np.float32) * (0.75 + 0.25 * ((entry["id"] % 3) / 2))
+        tint[inside] = color
+        ys, xs = np.nonzero(inside)
+        labels.append((int(xs.mean()), int(ys.mean()), f"{name} {entry['score']:.2f}", tuple(int(c) for c in color)))
+    blended = np.where((ids > 0)[..., None], base * (1 - alpha) + tint * alpha, base)
+    canvas = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=max(12, round(min(canvas.size) / 45)))
+    for x, y, text, color in labels:
+        left, top, right, bottom = draw.textbbox((x, y), text, font=font, anchor="mm")
+        draw.rectangle([left - 2, top - 2, right + 2, bottom + 2], fill=color)
+        draw.text((x, y), text, fill=(0, 0, 0), font=font, anchor="mm")
+    return canvas

@@ -2,6 +2,7 @@
 """Reading images into ``HxWx3 uint8 RGB`` arrays, with clear errors for everything that is not a usable image."""
 from __future__ import annotations
 
+import io
 import os
 import sys
 import warnings
@@ -51,7 +52,7 @@ def _check_size(width: int, height: int, where: str, max_pixels: int) -> None:
                          "to detect anything")
 
 
-def _open(path: Path, max_pixels: int) -> np.ndarray:
+def _check_file(path: Path) -> None:
     where = str(path)
     if not path.exists():
         raise ImageError(f"{where}: no such file")
@@ -59,11 +60,28 @@ def _open(path: Path, max_pixels: int) -> np.ndarray:
         raise ImageError(f"{where}: is a folder, not an image")
     if path.stat().st_size == 0:
         raise ImageError(f"{where}: empty file (0 bytes)")
+
+
+def _open(path: Path, max_pixels: int) -> np.ndarray:
+    _check_file(path)
+    return _decode(path, str(path), max_pixels)
+
+
+def read_encoded(path: str | os.PathLike) -> bytes:
+    """An image file's bytes, undecoded (for a reader elsewhere, e.g. a server), with ``load_image``'s errors for a
+    missing, folder or empty path."""
+    path = Path(path)
+    _check_file(path)
+    return path.read_bytes()
+
+
+def _decode(source: Path | io.BytesIO, where: str, max_pixels: int) -> np.ndarray:
+    """A file or in-memory encoded image (JPEG, PNG...) -> ``HxWx3 uint8``, with one clear error per failure."""
     Image, ImageOps = require("PIL.Image", "reading images"), require("PIL.ImageOps", "reading images")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit, on the header size
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 _check_size(image.width, image.height, where, max_pixels)
                 image.load()
                 return _to_rgb(ImageOps.exif_transpose(image))
@@ -78,13 +96,19 @@ def _open(path: Path, max_pixels: int) -> np.ndarray:
         raise ImageError(f"{where}: corrupt or truncated image ({exc})") from exc
 
 
-def load_image(source: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read a path, a PIL image or a numpy array into an ``HxWx3 uint8 RGB`` array (EXIF orientation applied).
+def load_image(source: Any, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "encoded image") -> np.ndarray:
+    """Read a path, encoded bytes (a JPEG/PNG/... file's content), a PIL image or a numpy array into an
+    ``HxWx3 uint8 RGB`` array (EXIF orientation applied).
 
-    numpy arrays must be ``HxW`` (gray), ``HxWx3`` (RGB) or ``HxWx4`` (RGBA, alpha dropped) uint8.
+    numpy arrays must be ``HxW`` (gray), ``HxWx3`` (RGB) or ``HxWx4`` (RGBA, alpha dropped) uint8. ``name`` stands
+    for encoded bytes in error messages (a path names itself).
     """
     if isinstance(source, (str, os.PathLike)):
         return _open(Path(source), max_pixels)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError(f"{name}: empty data (0 bytes)")
+        return _decode(io.BytesIO(source), name, max_pixels)
     # a PIL image can only exist once Pillow is imported: numpy callers never load it
     if "PIL.Image" in sys.modules and isinstance(source, sys.modules["PIL.Image"].Image):
         _check_size(source.width, source.height, "PIL image", max_pixels)
@@ -99,8 +123,8 @@ def load_image(source: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
             raise ImageError(f"numpy images must be HxW, HxWx3 or HxWx4; got shape {source.shape}")
         _check_size(source.shape[1], source.shape[0], "numpy image", max_pixels)
         return np.ascontiguousarray(source[:, :, :3])
-    raise ImageError(f"cannot read an image from a {type(source).__name__}; pass a path, a PIL image or a numpy "
-                     "array")
+    raise ImageError(f"cannot read an image from a {type(source).__name__}; pass a path, encoded bytes, a PIL image "
+                     "or a numpy array")
 
 
 def describe(source: Any, index: int) -> str:

@@ -281,8 +281,9 @@ def _remove_low_and_no_objects(scores: np.ndarray, labels: np.ndarray, threshold
 
 def _compute_segments(mask_probs: np.ndarray, pred_scores: np.ndarray, pred_labels: np.ndarray,
                       mask_threshold: float, overlap_mask_area_threshold: float, label_ids_to_fuse,
-                      target_size: tuple[int, int] | None) -> tuple[np.ndarray, list[dict]]:
-    """HF's ``compute_segments`` + ``check_segment_validity`` for one image (``K`` kept queries)."""
+                      target_size: tuple[int, int] | None, unique_ids: bool = False) -> tuple[np.ndarray, list[dict]]:
+    """HF's ``compute_segments`` + ``check_segment_validity`` for one image (``K`` kept queries); ``unique_ids``:
+    after a fused label reuses its id, the next new segment still gets a new id (HF's counter falls back)."""
     num_queries, h, w = mask_probs.shape
     height, width = (h, w) if target_size is None else (int(target_size[0]), int(target_size[1]))
     mask_labels = np.empty((height, width), np.int64)
@@ -300,7 +301,7 @@ def _compute_segments(mask_probs: np.ndarray, pred_scores: np.ndarray, pred_labe
 
     segment_ids = np.zeros(num_queries, np.int32)
     segments: list[dict] = []
-    current_segment_id = 0
+    current_segment_id = largest_id = 0
     stuff_memory_list: dict[int, int] = {}
     for k in np.flatnonzero(valid):
         pred_class = int(pred_labels[k])
@@ -308,7 +309,8 @@ def _compute_segments(mask_probs: np.ndarray, pred_scores: np.ndarray, pred_labe
         if pred_class in stuff_memory_list:
             current_segment_id = stuff_memory_list[pred_class]
         else:
-            current_segment_id += 1
+            current_segment_id = (largest_id if unique_ids else current_segment_id) + 1
+            largest_id = max(largest_id, current_segment_id)
         segment_ids[k] = current_segment_id
         segments.append({"id": current_segment_id, "label_id": pred_class, "was_fused": should_fuse,
                          "score": round(float(pred_scores[k]), 6)})
@@ -318,7 +320,7 @@ def _compute_segments(mask_probs: np.ndarray, pred_scores: np.ndarray, pred_labe
 
 
 def _instances(outputs, threshold, mask_threshold, overlap_mask_area_threshold, label_ids_to_fuse, target_sizes,
-               return_coco_annotation):
+               return_coco_annotation, unique_ids=False):
     logits = _get(outputs, "logits")
     masks = _get(outputs, "pred_masks")
     batch_size, num_labels = logits.shape[0], logits.shape[-1] - 1
@@ -334,7 +336,7 @@ def _instances(outputs, threshold, mask_threshold, overlap_mask_area_threshold, 
         target_size = target_sizes[i] if target_sizes is not None else None
         segmentation, segments = _compute_segments(
             _sigmoid(masks[i][keep]), pred_scores[i][keep], pred_labels[i][keep], mask_threshold,
-            overlap_mask_area_threshold, label_ids_to_fuse, target_size)
+            overlap_mask_area_threshold, label_ids_to_fuse, target_size, unique_ids)
         if return_coco_annotation:
             segmentation = convert_segmentation_to_rle(segmentation)
         results.append({"segmentation": segmentation, "segments_info": segments})
@@ -416,7 +418,8 @@ def post_process_instance_segmentation(outputs, threshold: float = 0.5, mask_thr
 
 def post_process_panoptic_segmentation(outputs, threshold: float = 0.5, mask_threshold: float = 0.5,
                                        overlap_mask_area_threshold: float = 0.8, label_ids_to_fuse=None,
-                                       target_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict]:
+                                       target_sizes: Sequence[tuple[int, int]] | None = None, *,
+                                       unique_ids: bool = False) -> list[dict]:
     """Panoptic maps: as :func:`post_process_instance_segmentation`, and all segments of a label in
     ``label_ids_to_fuse`` share one id (the first one's).
 
@@ -429,6 +432,8 @@ def post_process_panoptic_segmentation(outputs, threshold: float = 0.5, mask_thr
         threshold, mask_threshold, overlap_mask_area_threshold: as for instance segmentation.
         label_ids_to_fuse: set of label ids to fuse (e.g. the COCO "stuff" ids); ``None``: none (with a warning).
         target_sizes: ``B`` pairs ``(H, W)``; ``None``: maps at ``(h, w)``.
+        unique_ids: detr-deploy's extension (keyword only, default off = HF): every segment gets its own id
+            (fused labels excepted), what a COCO panoptic PNG needs; HF can give two segments one id.
     Returns:
         Per image ``{"segmentation": int32 [H, W] segment ids (0 = none), "segments_info": [{"id", "label_id",
         "was_fused", "score"}, ...]}``; with no query kept, float32 ``[H, W]`` of -1 and ``[]``.
@@ -440,7 +445,47 @@ def post_process_panoptic_segmentation(outputs, threshold: float = 0.5, mask_thr
             _warned_no_fuse = True
         label_ids_to_fuse = set()
     return _instances(outputs, threshold, mask_threshold, overlap_mask_area_threshold, label_ids_to_fuse,
-                      target_sizes, False)
+                      target_sizes, False, unique_ids)
+
+
+def label_map(result: dict) -> np.ndarray:
+    """A panoptic/instance result -> ``[H, W]`` int64 label per pixel (-1 where no segment)."""
+    ids = np.asarray(result["segmentation"])
+    labels = np.full(ids.shape, -1, np.int64)
+    for entry in result["segments_info"]:
+        labels[ids == entry["id"]] = entry["label_id"]
+    return labels
+
+
+def segment_image(outputs, index: int, resized_size: tuple[int, int], original_size: tuple[int, int],
+                  task: str = "panoptic", threshold: float = 0.5, mask_threshold: float = 0.5,
+                  overlap_mask_area_threshold: float = 0.8, stuff_ids=(), id2label: dict | None = None) -> dict:
+    """One image of a (padded) batch through the post-processing, as the Detector and the gate use it.
+
+    The masks are first cropped to the image's unpadded region at stride 4 (``ceil(resized / 4)``): Hugging Face's
+    functions assume an unpadded input (for one unpadded image the two agree). Panoptic fuses ``stuff_ids`` and
+    gives every segment its own id (``unique_ids``); an empty result is an all-zero int32 map. Adds ``"names"``
+    (one per ``segments_info`` entry) from ``id2label``. ``task``: "panoptic", "instance" or "semantic".
+    """
+    h, w = resized_size
+    single = {"logits": _get(outputs, "logits")[index:index + 1],
+              "pred_masks": _get(outputs, "pred_masks")[index:index + 1, :, :-(-h // 4), :-(-w // 4)]}
+    size = [tuple(original_size)]
+    if task == "semantic":
+        return {"segmentation": post_process_semantic_segmentation(single, size)[0]}
+    thresholds = (threshold, mask_threshold, overlap_mask_area_threshold)
+    if task == "instance":
+        result = post_process_instance_segmentation(single, *thresholds, target_sizes=size)[0]
+    elif task == "panoptic":
+        result = post_process_panoptic_segmentation(single, *thresholds, label_ids_to_fuse=set(stuff_ids),
+                                                    target_sizes=size, unique_ids=True)[0]
+    else:
+        raise ValueError(f"unknown segmentation task {task!r}")
+    if not result["segments_info"]:  # HF's "nothing kept" map is float -1: an empty map of ids here
+        result["segmentation"] = np.zeros(size[0], np.int32)
+    names = id2label or {}
+    result["names"] = [names.get(s["label_id"], str(s["label_id"])) for s in result["segments_info"]]
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ..runtime.coco import coco_results
 from ..runtime.images import load_image
 from ..runtime.postprocess import postprocess_detections
 from ..runtime.preprocess import preprocess_images
-from .data import CocoDetection, training_batch
+from .data import CocoDetection, open_dataset, training_batch
 from .losses import SetCriterion
 
 
@@ -39,6 +39,8 @@ class TrainConfig:
         threads: torch intra-op threads.
         eval_every, eval_images: COCO mAP on the first ``eval_images`` validation images every ``eval_every`` steps.
         checkpoint_every: iterations between resume points.
+        init_backbone: a weights file (ours, e.g. a shipped model) whose ``backbone.body.*`` tensors start the
+            backbone instead of random weights (a new model's first step only; resuming ignores it).
     """
 
     variant: str
@@ -58,14 +60,23 @@ class TrainConfig:
     eval_images: int = 200
     checkpoint_every: int = 200
     clip_norm: float = 0.1
+    init_backbone: str | None = None
 
 
-def model_for_training(variant: str) -> torch.nn.Module:
-    """The variant's architecture with trainable BatchNorm (from scratch), in train mode."""
+def model_for_training(variant: str, init_backbone: str | None = None) -> torch.nn.Module:
+    """The variant's architecture with trainable BatchNorm (from scratch, or its backbone from ``init_backbone``),
+    in train mode."""
     config = get_entry(variant).build_config()
     config = config.replace(norm="bn")
     model = build_model(config)
     model.variant = variant
+    if init_backbone:
+        from safetensors.torch import load_file
+
+        state = {k: v.float() for k, v in load_file(init_backbone).items() if k.startswith("backbone.body.")}
+        missing, _ = model.load_state_dict(state, strict=False)
+        if any(k.startswith("backbone.body.") for k in missing):
+            raise ValueError(f"{init_backbone} does not hold this variant's backbone")
     return model.train()
 
 
@@ -111,6 +122,36 @@ def evaluate(model: torch.nn.Module, dataset: CocoDetection, limit: int | None =
     return coco_map(dataset.coco, results, [dataset.images[i]["id"] for i in range(count)])
 
 
+@torch.no_grad()
+def evaluate_panoptic(model: torch.nn.Module, dataset, limit: int | None = None) -> dict[str, float]:
+    """PQ / SQ / RQ of a segmentation ``model`` on (the first ``limit`` images of) a panoptic ``dataset``, one image
+    per forward, with the runtime's post-processing (HF defaults, the model's stuff labels fused)."""
+    from ..evaluation import panoptic_quality
+    from ..runtime.segmentation import segment_image
+
+    was_training = model.training
+    model.eval()
+    pre = preprocess_settings(model.config)
+    config = model.config
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    truths, predictions = [], []
+    for index in range(count):
+        image, _, labels, masks = dataset.item(index)
+        ids = np.zeros(image.shape[:2], np.int64)
+        for number, mask in enumerate(masks, start=1):
+            ids[mask] = number
+        truths.append({"segmentation": ids, "segments_info": [{"id": n, "label_id": int(label)}
+                                                              for n, label in enumerate(labels, start=1)]})
+        batch = preprocess_images([image], pre)
+        out = model.predict_numpy(batch.pixel_values, batch.pixel_mask)
+        predictions.append(segment_image(out, 0, batch.resized_sizes[0], batch.original_sizes[0], "panoptic",
+                                         stuff_ids=config.stuff_ids))
+    model.train(was_training)
+    stuffs = set(config.stuff_ids)
+    quality = panoptic_quality(truths, predictions, set(range(config.num_classes)) - stuffs, stuffs)
+    return quality or {"pq": 0.0, "sq": 0.0, "rq": 0.0}
+
+
 def _log(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -135,8 +176,9 @@ def train(config: TrainConfig, log=print) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    model = model_for_training(config.variant)
+    model = model_for_training(config.variant, config.init_backbone)
     family = model.config.family
+    segmentation = model.config.task == "segmentation"
     criterion = SetCriterion(model.config.num_classes, sigmoid=family == "deformable")
     optimizer = torch.optim.AdamW(_param_groups(model, config.lr, config.weight_decay))
     rng = np.random.default_rng(config.seed)
@@ -153,8 +195,8 @@ def train(config: TrainConfig, log=print) -> Path:
         # the schedule follows the current --iterations, so the log must say when it changed
         _log(out / "train.log", {"step": step, "resumed": True, "iterations": config.iterations})
     write_json(out / "config.json", asdict(config))
-    data = CocoDetection(config.data)
-    val = CocoDetection(config.val_data) if config.val_data else None
+    data = open_dataset(config.data, segmentation)
+    val = open_dataset(config.val_data, segmentation) if config.val_data else None
     # batches of one orientation: a portrait image padded beside landscapes would double the compute
     groups = [[i for i, im in enumerate(data.images) if (im["width"] >= im["height"]) == landscape]
               for landscape in (True, False)]
@@ -185,16 +227,21 @@ def train(config: TrainConfig, log=print) -> Path:
                       **{k: round(v, 4) for k, v in parts.items() if not k.startswith("aux")}}
             window = []
             _log(out / "train.log", record)
+            masks = f" mask {parts['mask']:.3f} dice {parts['dice']:.3f}" if "mask" in parts else ""
             log(f"step {step}/{config.iterations} loss {parts['total']:.3f} (class {parts['class']:.3f} "
-                f"l1 {parts['l1']:.3f} giou {parts['giou']:.3f}) {record['sec_per_step']:.2f}s/step")
+                f"l1 {parts['l1']:.3f} giou {parts['giou']:.3f}{masks}) {record['sec_per_step']:.2f}s/step")
         if step % config.checkpoint_every == 0 or step == config.iterations:
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                         "torch_rng": torch.get_rng_state(), "numpy_rng": json.dumps(rng.bit_generator.state)}, tmp)
             os.replace(tmp, checkpoint)
         if val is not None and (step % config.eval_every == 0 or step == config.iterations):
-            stats = evaluate(model, val, config.eval_images)
+            if segmentation:
+                stats = evaluate_panoptic(model, val, config.eval_images)
+                log(f"step {step}: val PQ {stats['pq']:.3f} SQ {stats['sq']:.3f} RQ {stats['rq']:.3f}")
+            else:
+                stats = evaluate(model, val, config.eval_images)
+                log(f"step {step}: val mAP {stats['mAP']:.3f} mAP50 {stats['mAP50']:.3f}")
             _log(out / "train.log", {"step": step, "eval": stats})
-            log(f"step {step}: val mAP {stats['mAP']:.3f} mAP50 {stats['mAP50']:.3f}")
     model.eval()
     return save_inference_weights(model, out / "final.safetensors")

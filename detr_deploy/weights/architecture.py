@@ -7,6 +7,7 @@ may override any field.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from typing import Any
@@ -14,17 +15,18 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..labels import default_id2label
+from ..labels import COCO_PANOPTIC_STUFF_IDS, default_id2label
 from ..models.config import (
     RESNET_DEFAULT_WIDTHS,
     RESNET_PRESETS,
     BackboneConfig,
     DeformableDetrConfig,
     DetrConfig,
+    DetrSegmentationConfig,
     ModelConfig,
     apply_overrides,
 )
-from .convert import OURS_BACKBONE
+from .convert import OURS_BACKBONE, SEGMENTATION_HEAD
 
 
 def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
@@ -44,6 +46,80 @@ def _backbone_from_keys(state: dict[str, torch.Tensor]) -> BackboneConfig:
         if (block, depths, widths, stem) == (preset_block, preset_depths, RESNET_DEFAULT_WIDTHS, 64):
             return BackboneConfig(name)
     return BackboneConfig("resnet", block=block, depths=depths, widths=widths, stem_width=stem)
+
+
+# timm arguments of a transformers 4.x ``backbone_kwargs`` that do not change the eval-mode network
+_TIMM_EVAL_NEUTRAL = {"drop_rate", "drop_path_rate", "drop_block_rate", "features_only", "pretrained"}
+
+
+def _timm_backbone_from_hf(hf: dict[str, Any], family: str) -> BackboneConfig | None:
+    """The timm backbone a Hugging Face DETR / Deformable DETR config names, built as transformers builds it.
+
+    transformers 5.x stores ``backbone_config`` (``model_type: timm_backbone``, ``backbone``, ``out_indices``,
+    ``output_stride``, ``num_channels``, ``freeze_batch_norm_2d``); 4.x stored ``use_timm_backbone``, ``backbone``,
+    ``backbone_kwargs`` (``out_indices``, ``output_stride``, ``in_chans``) and ``dilation``. Levels default as in
+    transformers: (1, 2, 3, 4) for DETR (its transformer reads the last), for Deformable DETR (2, 3, 4), or (4,)
+    with ``num_feature_levels`` 1. ``dilation`` means ``output_stride=16``. None when no timm backbone is named.
+    """
+    bb = hf.get("backbone_config") or {}
+    if isinstance(bb, dict) and bb.get("model_type") == "timm_backbone" and bb.get("backbone"):
+        name, kwargs = bb["backbone"], {k: bb.get(k) for k in ("out_indices", "output_stride")}
+        kwargs["in_chans"] = bb.get("num_channels", 3)
+        freeze_timm = bool(bb.get("freeze_batch_norm_2d"))
+    elif not bb and hf.get("use_timm_backbone", True) and hf.get("backbone"):
+        name, kwargs, freeze_timm = hf["backbone"], dict(hf.get("backbone_kwargs") or {}), False
+        if hf.get("dilation") and kwargs.get("output_stride") is None:
+            kwargs["output_stride"] = 16
+        unknown = sorted(set(kwargs) - {"out_indices", "output_stride", "in_chans"} - _TIMM_EVAL_NEUTRAL)
+        if unknown:
+            raise ConfigError(f"backbone_kwargs {unknown} of the timm backbone {name!r} are not supported "
+                              "(supported: out_indices, output_stride, in_chans)")
+    else:
+        return None
+    channels = kwargs.get("in_chans") or hf.get("num_channels") or 3
+    if int(channels) != 3:
+        raise ConfigError(f"the timm backbone {name!r} takes {channels} input channels; detr-deploy feeds RGB (3)")
+    output_stride = kwargs.get("output_stride")
+    if hf.get("dilation") and output_stride is None:
+        output_stride = 16
+    if output_stride not in (None, 32, 16):
+        raise ConfigError(f"output_stride={output_stride} of the timm backbone {name!r} is not supported (32, or 16 "
+                          "with dilation)")
+    out_indices = kwargs.get("out_indices")
+    if out_indices is None:
+        if family == "deformable":
+            out_indices = (2, 3, 4) if int(hf.get("num_feature_levels", 4)) > 1 else (4,)
+        else:
+            out_indices = (1, 2, 3, 4)
+    out_indices = tuple(int(i) for i in out_indices)
+    if any(i < 0 for i in out_indices):
+        raise ConfigError(f"negative out_indices {list(out_indices)} of the timm backbone {name!r} are not "
+                          "supported; give them as feature indices 0..4")
+    return BackboneConfig(name, dilation=output_stride == 16, out_stages=out_indices,
+                          norm="frozen_bn_timm" if freeze_timm else "frozen_bn")
+
+
+def _resnet_from_keys(state: dict[str, torch.Tensor]) -> BackboneConfig | None:
+    """The built-in ResNet the keys describe, or None when they are not a torchvision/timm-layout ResNet."""
+    if OURS_BACKBONE + "conv1.weight" not in state or OURS_BACKBONE + "layer1.0.conv1.weight" not in state:
+        return None
+    return _backbone_from_keys(state)
+
+
+def _backbone_from_hint(hint: Any) -> BackboneConfig:
+    """The caller's ``backbone=`` override (a name, a dict or a BackboneConfig) for keys that are not a ResNet;
+    ``config_with_overrides`` applies it again afterwards, so only its name (and fields) matter here."""
+    if isinstance(hint, BackboneConfig):
+        return dataclasses.replace(hint)
+    if isinstance(hint, dict):
+        fields = dict(hint)
+        for key in ("out_stages", "depths", "widths"):
+            if fields.get(key) is not None:
+                fields[key] = tuple(fields[key])
+        return BackboneConfig(**fields)
+    if isinstance(hint, str):
+        return BackboneConfig(hint)
+    raise ConfigError(f"backbone must be a name, a dict or a BackboneConfig, got {type(hint).__name__}")
 
 
 def _backbone_from_hf(hf: dict[str, Any], keys_backbone: BackboneConfig) -> BackboneConfig:
@@ -89,8 +165,14 @@ def infer_config(state: dict[str, torch.Tensor], hf_config: dict[str, Any] | Non
                          ("encoder_points", "encoder_n_points"), ("decoder_points", "decoder_n_points")):
         if ours in hints and theirs not in hf:
             hf[theirs] = hints[ours]
-    backbone = _backbone_from_keys(state) if (OURS_BACKBONE + "conv1.weight") in state else None
-    if hf:
+    backbone = _resnet_from_keys(state)
+    timm_backbone = _timm_backbone_from_hf(hf, "deformable" if "transformer.level_embed" in state else "detr") \
+        if hf else None
+    if timm_backbone is not None and not (backbone is not None and timm_backbone.name in RESNET_PRESETS):
+        backbone = timm_backbone  # what the config names, unless the keys are a built-in ResNet of that name
+    elif backbone is None and hints.get("backbone") is not None:
+        backbone = _backbone_from_hint(hints["backbone"])
+    elif hf:
         if backbone is None:
             backbone = BackboneConfig("resnet50")
         backbone = _backbone_from_hf(hf, backbone)
@@ -113,7 +195,13 @@ def infer_config(state: dict[str, torch.Tensor], hf_config: dict[str, Any] | Non
         d_model = int(state["transformer.level_embed"].shape[1])
         backbone_levels = sum(1 for k in state if re.match(r"^input_proj\.\d+\.0\.weight$", k)
                               and state[k].shape[-1] == 1)
-        backbone.out_stages = tuple(range(5 - backbone_levels, 5))
+        if backbone is timm_backbone:  # its levels are in the config: they must be the ones the keys project
+            if len(backbone.out_stages) != backbone_levels:
+                raise CheckpointError(
+                    f"the config's timm backbone {backbone.name!r} returns {len(backbone.out_stages)} levels "
+                    f"(out_indices {list(backbone.out_stages)}) but the checkpoint projects {backbone_levels}")
+        else:
+            backbone.out_stages = tuple(range(5 - backbone_levels, 5))
         two_stage = "transformer.enc_output.weight" in state
         refine = bool(hf.get("with_box_refine")) or two_stage or any(
             k.startswith("transformer.decoder.bbox_embed.") for k in state)
@@ -140,12 +228,19 @@ def infer_config(state: dict[str, torch.Tensor], hf_config: dict[str, Any] | Non
     if "class_embed.weight" not in state:
         raise CheckpointError("no DETR classifier (class_embed) and no Deformable DETR level_embed in the checkpoint")
     num_classes = int(state["class_embed.weight"].shape[0]) - 1
-    return DetrConfig(
-        backbone=backbone, d_model=int(state["input_proj.weight"].shape[0]),
-        num_heads=int(hf.get("encoder_attention_heads") or 8), encoder_layers=enc_layers, decoder_layers=dec_layers,
-        ffn_dim=int(state["transformer.encoder.layers.0.linear1.weight"].shape[0]),
-        num_queries=int(state["query_embed.weight"].shape[0]), num_classes=num_classes,
-        id2label=_id2label(hf, num_classes))
+    fields = dict(backbone=backbone, d_model=int(state["input_proj.weight"].shape[0]),
+                  num_heads=int(hf.get("encoder_attention_heads") or 8), encoder_layers=enc_layers,
+                  decoder_layers=dec_layers, ffn_dim=int(state["transformer.encoder.layers.0.linear1.weight"].shape[0]),
+                  num_queries=int(state["query_embed.weight"].shape[0]), num_classes=num_classes,
+                  id2label=_id2label(hf, num_classes))
+    if any(k.startswith(SEGMENTATION_HEAD) for k in state):
+        # the head reads C2-C4; which labels are stuff is not in the keys: COCO panoptic's for 250 classes
+        backbone.out_stages = (1, 2, 3, 4)
+        heads = int(state["mask_head.lay1.weight"].shape[0]) - fields["d_model"]
+        fields["num_heads"] = int(hf.get("encoder_attention_heads") or heads)
+        stuff = COCO_PANOPTIC_STUFF_IDS if num_classes == 250 else ()
+        return DetrSegmentationConfig(**fields, stuff_ids=stuff)
+    return DetrConfig(**fields)
 
 
 def config_with_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:

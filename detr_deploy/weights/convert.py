@@ -22,7 +22,16 @@ _HF_LIVE_TO_SAVED = [
     (re.compile(r"^((?:detr\.)?model\.backbone\.)model\."), r"\1conv_encoder.model."),
     (re.compile(r"\.mlp\.fc([12])\."), r".fc\1."),
     (re.compile(r"\.o_proj\."), r".out_proj."),
+    # the segmentation head (before the q/k/v packing, which would take bbox_attention's q_proj/k_proj)
+    (re.compile(r"^bbox_attention\.(q|k)_proj\."), r"bbox_attention.\1_linear."),
+    (re.compile(r"^mask_head\.conv([12])\.conv\."), r"mask_head.lay\1."),
+    (re.compile(r"^mask_head\.conv([12])\.norm\."), r"mask_head.gn\1."),
+    (re.compile(r"^mask_head\.fpn_stages\.(\d)\.fpn_adapter\."), lambda m: f"mask_head.adapter{int(m[1]) + 1}."),
+    (re.compile(r"^mask_head\.fpn_stages\.(\d)\.refine\.conv\."), lambda m: f"mask_head.lay{int(m[1]) + 3}."),
+    (re.compile(r"^mask_head\.fpn_stages\.(\d)\.refine\.norm\."), lambda m: f"mask_head.gn{int(m[1]) + 3}."),
+    (re.compile(r"^mask_head\.output_conv\."), "mask_head.out_lay."),
 ]
+SEGMENTATION_HEAD = ("bbox_attention.", "mask_head.")
 
 # Hugging Face native ResNet (use_timm_backbone=False) -> torchvision/timm names
 _HF_NATIVE_STEM = re.compile(r"^embedder\.embedder\.(convolution|normalization)\.(.*)$")
@@ -93,19 +102,11 @@ def detect_family(keys) -> str:
 
 
 def _strip_panoptic(state: dict[str, torch.Tensor], notes: list[str]) -> dict[str, torch.Tensor]:
-    """Panoptic checkpoints prefix the detector with ``detr.``; their mask head is not part of detection."""
+    """Panoptic checkpoints prefix the detector with ``detr.``; its segmentation head keeps its own names."""
     if not any(k.startswith("detr.") for k in state):
         return state
-    out, skipped = {}, 0
-    for key, value in state.items():
-        if key.startswith("detr."):
-            out[key[len("detr."):]] = value
-        elif key.startswith(("bbox_attention.", "mask_head.")):
-            skipped += 1
-        else:
-            out[key] = value
-    notes.append(f"panoptic checkpoint: loaded its detector, ignored the {skipped} mask-head tensors")
-    return out
+    notes.append("panoptic checkpoint: the detector's keys carry a detr. prefix")
+    return {(key[len("detr."):] if key.startswith("detr.") else key): value for key, value in state.items()}
 
 
 def _native_resnet_key(rest: str) -> str:
@@ -134,7 +135,7 @@ def _pack_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Merge ``X.{q,k,v}_proj.{weight,bias}`` into ``X.in_proj_{weight,bias}`` (rows q, k, v)."""
     out, parts = {}, {}
     for key, value in state.items():
-        m = _QKV.match(key)
+        m = None if key.startswith(OFFICIAL_BACKBONE) else _QKV.match(key)  # a backbone's own q/k/v stay apart
         if m:
             parts.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
         else:
@@ -146,13 +147,26 @@ def _pack_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+_HF_BACKBONE_KEY = re.compile(r"^(?:detr\.)?model\.backbone\.conv_encoder\.model\.")
+
+
+def _live_to_saved(key: str) -> str:
+    """One key through ``_HF_LIVE_TO_SAVED``; a backbone key only gets its prefix renamed, because the rest is the
+    backbone module's own name (a timm model's ``mlp.fc1`` or ``o_proj`` is not DETR's)."""
+    pattern, repl = _HF_LIVE_TO_SAVED[0]
+    key = pattern.sub(repl, key)
+    if _HF_BACKBONE_KEY.match(key):
+        return key
+    for pattern, repl in _HF_LIVE_TO_SAVED[1:]:
+        key = pattern.sub(repl, key)
+    return key
+
+
 def hf_to_official(state: dict[str, torch.Tensor], family: str, notes: list[str]) -> dict[str, torch.Tensor]:
     """Hugging Face names (Hub files or live transformers 5.x names) -> official names."""
     renamed = {}
     for key, value in state.items():
-        for pattern, repl in _HF_LIVE_TO_SAVED:
-            key = pattern.sub(repl, key)
-        renamed[key] = value
+        renamed[_live_to_saved(key)] = value
     state = _strip_panoptic(renamed, notes)
     if any(k.startswith(HF_BACKBONE + "embedder.") for k in state):
         state = _native_resnet_to_timm(state, HF_BACKBONE)
@@ -188,9 +202,12 @@ def to_ours(state: dict[str, torch.Tensor], notes: list[str] | None = None) -> t
 
 def ours_to_official(state: dict[str, torch.Tensor], with_box_refine: bool = False,
                      two_stage: bool = False) -> dict[str, torch.Tensor]:
-    """Ours -> official, re-creating the aliased decoder heads that official checkpoints store."""
+    """Ours -> official, re-creating the aliased decoder heads that official checkpoints store (and the ``detr.``
+    prefix of a panoptic model's detector)."""
     out = {(OFFICIAL_BACKBONE + k[len(OURS_BACKBONE):] if k.startswith(OURS_BACKBONE) else k): v
            for k, v in state.items()}
+    if any(k.startswith(SEGMENTATION_HEAD) for k in out):
+        out = {(k if k.startswith(SEGMENTATION_HEAD) else "detr." + k): v for k, v in out.items()}
     for key, value in list(out.items()):
         if with_box_refine and key.startswith("bbox_embed."):
             out["transformer.decoder." + key] = value

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, CheckpointMismatchError
-from .convert import to_ours
+from .convert import SEGMENTATION_HEAD, to_ours
 from .io import Checkpoint
 
 _HEAD = re.compile(r"^(class_embed|bbox_embed)\.(\d+)\.(.+)$")
@@ -115,11 +115,31 @@ def _check_shared_heads(state: dict[str, torch.Tensor], model: nn.Module, label:
                 "with box refinement; use deformable-detr-refine or create_model(path)")
 
 
+def match_segmentation_head(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                            notes: list[str]) -> dict[str, torch.Tensor]:
+    """A panoptic checkpoint loads into a detection model (its segmentation head is left out), and a detection
+    checkpoint initialises the detector of a segmentation model (the head keeps its random initialisation: the
+    two-step training of the DETR paper)."""
+    in_file = [k for k in state if k.startswith(SEGMENTATION_HEAD)]
+    in_model = [k for k in expected if k.startswith(SEGMENTATION_HEAD)]
+    if in_file and not in_model:
+        notes.append(f"loaded the detector of a panoptic checkpoint; ignored its {len(in_file)} segmentation-head "
+                     "tensors")
+        return {k: v for k, v in state.items() if not k.startswith(SEGMENTATION_HEAD)}
+    if in_model and not in_file:
+        notes.append("a detection checkpoint: the segmentation head (bbox_attention, mask_head) keeps its random "
+                     "initialisation; train it before use")
+        return {**state, **{k: expected[k] for k in in_model}}
+    return state
+
+
 def load_checkpoint(model: nn.Module, checkpoint: Checkpoint, label: str) -> LoadReport:
     """Convert ``checkpoint`` to our names, resolve head aliases, check it fits, and load it (strict)."""
     notes = list(checkpoint.notes)
     state, layout = to_ours(checkpoint.state_dict, notes)
-    state = resolve_head_aliases(state, set(model.state_dict()), notes)
+    expected = model.state_dict()
+    state = match_segmentation_head(state, expected, notes)
+    state = resolve_head_aliases(state, set(expected), notes)
     check_fits(state, model, label)
     _check_shared_heads(state, model, label)
     dtypes = {str(v.dtype) for v in state.values() if v.is_floating_point()}

@@ -30,11 +30,18 @@ PRETRAINED: dict[str, PretrainedSource] = {
     "detr-r101": PretrainedSource("facebook/detr-resnet-101", _FB + "detr-r101-2c7b67e5.pth", "2c7b67e5"),
     "detr-r101-dc5": PretrainedSource("facebook/detr-resnet-101-dc5", _FB + "detr-r101-dc5-a2e86def.pth",
                                       "a2e86def"),
+    "detr-r50-panoptic": PretrainedSource("facebook/detr-resnet-50-panoptic", _FB + "detr-r50-panoptic-00ce5173.pth",
+                                          "00ce5173"),
+    "detr-r50-dc5-panoptic": PretrainedSource("facebook/detr-resnet-50-dc5-panoptic",
+                                              _FB + "detr-r50-dc5-panoptic-da08f1b1.pth", "da08f1b1"),
+    "detr-r101-panoptic": PretrainedSource("facebook/detr-resnet-101-panoptic",
+                                           _FB + "detr-r101-panoptic-40021d53.pth", "40021d53"),
     "deformable-detr": PretrainedSource("SenseTime/deformable-detr"),
     "deformable-detr-single-scale": PretrainedSource("SenseTime/deformable-detr-single-scale"),
     "deformable-detr-refine": PretrainedSource("SenseTime/deformable-detr-with-box-refine"),
     "deformable-detr-two-stage": PretrainedSource("SenseTime/deformable-detr-with-box-refine-two-stage"),
     "deformable-detr-shapes": PretrainedSource(local="zoo/weights/deformable_detr_shapes.safetensors"),
+    "detr-shapes-panoptic": PretrainedSource(local="zoo/weights/detr_shapes_panoptic.safetensors"),
 }
 
 

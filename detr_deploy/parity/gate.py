@@ -2,65 +2,22 @@
 """The accuracy gate: a PyTorch reference against exported artifacts on the same images, with numbers."""
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .artifact.settings import reference_preprocess
-from .compare import DEFAULT_TOLERANCES, TOLERANCE_FIELDS, Tolerance, compare_outputs, detection_map, match_detections
-from .errors import ConfigError
-from .runtime.backends import BackendOptions
-from .runtime.coco import coco_results
-from .runtime.detector import Detector
-from .runtime.images import load_image
-from .runtime.postprocess import postprocess_detections
-from .runtime.preprocess import normalization_table, preprocess_images
-
-
-@dataclass
-class ToleranceTable:
-    """Per-precision defaults plus overrides by precision or artifact file name."""
-
-    overrides: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    def for_artifact(self, path: str, precision: str) -> Tolerance:
-        fields = asdict(DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"]))
-        fields.update(self.overrides.get(precision, {}))
-        fields.update(self.overrides.get(Path(path).name, {}))
-        return Tolerance(**fields)
-
-
-def load_tolerances(path: str | None) -> ToleranceTable:
-    """Read a JSON file ``{"fp16": {"min_matched": 0.95}, "model.onnx": {"max_abs_logits": 0.01}}``.
-
-    Keys are precisions (fp32, fp16, int8) or artifact file names; fields override the precision's defaults. Unknown
-    fields and out-of-range values are errors that name the problem.
-    """
-    if path is None:
-        return ToleranceTable()
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"tolerance file {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"tolerance file {path} is not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"tolerance file {path} must hold an object: {{precision or file name: {{field: value}}}}")
-    for key, fields in data.items():
-        if not isinstance(fields, dict):
-            raise ConfigError(f"tolerance file {path}: {key!r} must map to an object of fields")
-        unknown = sorted(set(fields) - TOLERANCE_FIELDS)
-        if unknown:
-            raise ConfigError(f"tolerance file {path}: unknown field(s) {unknown} under {key!r}; known: "
-                              f"{sorted(TOLERANCE_FIELDS)}")
-        for name, value in fields.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"tolerance file {path}: {key}.{name} must be a number >= 0, got {value!r}")
-            if (name.startswith("min_") or name.endswith("_drop")) and value > 1:
-                raise ConfigError(f"tolerance file {path}: {key}.{name} is a fraction (0..1), got {value}")
-    return ToleranceTable({k: {f: float(v) for f, v in fields.items()} for k, fields in data.items()})
+from ..artifact.settings import reference_preprocess
+from ..compare import compare_outputs, detection_map, match_detections, panoptic_agreement
+from ..errors import ConfigError
+from ..runtime.backends import BackendOptions
+from ..runtime.coco import coco_results
+from ..runtime.detector import Detector
+from ..runtime.images import load_image
+from ..runtime.postprocess import postprocess_detections
+from ..runtime.preprocess import normalization_table, preprocess_images
+from ..runtime.segmentation import segment_image
+from .tolerances import ToleranceTable
 
 
 @dataclass
@@ -76,6 +33,7 @@ class ArtifactReport:
     coco: dict | None
     tolerance: dict
     violations: list
+    segmentation: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -100,11 +58,16 @@ class ParityCheck:
 
     For each artifact, two levels:
     - raw: the artifact's own preprocessed batch through both the model and the artifact (conversion error only):
-      max/mean abs difference of logits and boxes, top-k agreement;
+      max/mean abs difference of logits and boxes (and mask logits), top-k agreement. An artifact with
+      pre-processing in its graph is fed the image, the model what that graph computes from it (run alone in
+      onnxruntime), and ``preprocess_vs_host`` records how those pixel values compare with the host's;
     - end to end: the reference pipeline (reference preprocessing + model + reference postprocessing) against the
       artifact's Detector (its recorded pre/post-processing): reference detections above ``match_threshold``
       found again at IoU >= ``iou`` with the same label, score deltas, and COCO-style mAP of the artifact with the
       reference's detections above ``gt_threshold`` as ground truth; with COCO annotations, the true mAP of both.
+      Segmentation artifacts add the panoptic maps (``segment_thresholds``: score, mask, overlap): pixel agreement,
+      matched-segment IoU and PQ / SQ / RQ with the reference's maps as ground truth; with COCO panoptic
+      annotations (``panoptic_truth``), the true PQ of both.
 
     Args:
         model: the PyTorch reference (``create_model``), eval mode.
@@ -115,14 +78,19 @@ class ParityCheck:
 
     def __init__(self, model, artifacts: list[str], tolerances: ToleranceTable | None = None,
                  options: BackendOptions | None = None, match_threshold: float = 0.3, gt_threshold: float = 0.5,
-                 iou: float = 0.9, backend: str | None = None):
+                 iou: float = 0.9, backend: str | None = None,
+                 segment_thresholds: tuple[float, float, float] = (0.5, 0.5, 0.8)):
         self.model = model.eval()
         self.tolerances = tolerances or ToleranceTable()
         self.match_threshold, self.gt_threshold, self.iou = match_threshold, gt_threshold, iou
+        self.segment_thresholds = segment_thresholds
         self.detectors: list[tuple[str, Detector]] = []
+        self._fronts: dict = {}  # in-graph pre-processing run alone, per artifact
         try:
             for path in artifacts:
-                detector = Detector(path, threshold=0.0, backend=backend, options=options)
+                detector = Detector(path, threshold=segment_thresholds[0], backend=backend, options=options,
+                                    mask_threshold=segment_thresholds[1],
+                                    overlap_mask_area_threshold=segment_thresholds[2])
                 self.detectors.append((str(path), detector))
                 check_model_fits(model, detector.metadata, str(path))
         except BaseException:
@@ -130,42 +98,93 @@ class ParityCheck:
             raise
 
     def run(self, images: list[str], coco: dict | None = None, image_ids: list[int] | None = None,
-            progress=None) -> dict:
-        """Measure every artifact on ``images``; returns the report dict (see README, "detr-parity")."""
-        config = self.model.config
+            progress=None, panoptic_truth: list[dict] | None = None) -> dict:
+        """Measure every artifact on ``images``; returns the report dict (see README, "detr-parity").
+
+        ``coco``: COCO detection annotations of the images (true mAP); ``panoptic_truth``: per image a panoptic
+        result-like dict (``segmentation``, ``segments_info`` with ``label_id``) for the true PQ.
+        """
         image_ids = image_ids or list(range(1, len(images) + 1))
-        state = {path: {"raw": [], "ref": [], "art": []} for path, _ in self.detectors}
+        state = {path: {"raw": [], "ref": [], "art": [], "ref_seg": [], "art_seg": []} for path, _ in self.detectors}
         reference_cache: dict = {}
-        sizes = []
         for path_index, source in enumerate(images):
             image = load_image(source)
-            sizes.append(image.shape[:2])
             for path, detector in self.detectors:
                 meta = detector.metadata
                 batch = detector.preprocess([image])
                 artifact_out = detector.infer(batch)
-                reference_out = self.model.predict_numpy(batch.pixel_values, batch.pixel_mask)
+                reference_out = self.model.predict_numpy(*self._model_inputs(path, detector, batch, image, state))
                 state[path]["raw"].append(compare_outputs(
                     str(source), {k: v[:1] for k, v in reference_out.items()},
                     {k: v[:1] for k, v in artifact_out.items()}, meta.postprocess))
-                state[path]["art"].append(detector.postprocess(artifact_out, batch, 1, 0.0)[0])
-                pre = reference_preprocess(config, meta.preprocess)
+                state[path]["art"].append(self._detections(artifact_out, meta, batch))
+                if meta.task == "segmentation":
+                    state[path]["art_seg"].append(detector.postprocess(artifact_out, batch, 1, detector.threshold)[0])
+                pre = reference_preprocess(self.model.config, meta.preprocess)
                 key = (path_index, repr(pre), repr(meta.postprocess))
                 if key not in reference_cache:
                     ref_batch = preprocess_images([image], pre, pre.input_size, normalization_table(pre))
                     out = self.model.predict_numpy(ref_batch.pixel_values, ref_batch.pixel_mask)
-                    reference_cache[key] = postprocess_detections(out["logits"], out["pred_boxes"], meta.postprocess,
-                                                                  ref_batch.original_sizes, 0.0, config.id2label)[0]
-                state[path]["ref"].append(reference_cache[key])
+                    segments = None
+                    if meta.task == "segmentation":
+                        segments = segment_image(out, 0, ref_batch.resized_sizes[0], ref_batch.original_sizes[0],
+                                                 "panoptic", *self.segment_thresholds, meta.stuff_ids,
+                                                 self.model.config.id2label)
+                    reference_cache[key] = (self._detections(out, meta, ref_batch), segments)
+                detections, segments = reference_cache[key]
+                state[path]["ref"].append(detections)
+                if segments is not None:
+                    state[path]["ref_seg"].append(segments)
             if progress is not None:
                 progress(1)
-        reports = [self._report(path, detector, state[path], image_ids, coco) for path, detector in self.detectors]
+        reports = [self._report(path, detector, state[path], image_ids, coco, panoptic_truth)
+                   for path, detector in self.detectors]
         return {"model": self.model.variant, "weights": self.model.weights_info, "images": len(images),
                 "match_threshold": self.match_threshold, "gt_threshold": self.gt_threshold, "iou": self.iou,
                 "artifacts": [asdict(r) | {"passed": r.passed} for r in reports],
                 "passed": all(r.passed for r in reports)}
 
-    def _report(self, path: str, detector: Detector, state: dict, image_ids: list[int], coco: dict | None):
+    def _detections(self, outputs: dict, meta, batch) -> dict:
+        """Every detection of the first image (threshold 0), as the reference post-processing gives them."""
+        return postprocess_detections(outputs["logits"][:1], outputs["pred_boxes"][:1], meta.postprocess,
+                                      batch.original_sizes[:1], 0.0, self.model.config.id2label)[0]
+
+    def _segmentation(self, meta, state: dict, panoptic_truth: list[dict] | None) -> dict:
+        from ..evaluation import panoptic_quality
+
+        agreements = [panoptic_agreement(r, a) for r, a in zip(state["ref_seg"], state["art_seg"])]
+        stuffs = set(meta.stuff_ids)
+        things = set(meta.id2label) - stuffs
+        summary = {"pixel_agreement": float(np.mean([a["pixel_agreement"] for a in agreements])),
+                   "matched_iou": float(np.mean([a["matched_iou"] for a in agreements])),
+                   "reference_segments": sum(a["reference_segments"] for a in agreements),
+                   "artifact_segments": sum(a["artifact_segments"] for a in agreements),
+                   "pq_vs_reference": panoptic_quality(state["ref_seg"], state["art_seg"], things, stuffs),
+                   "coco_panoptic": None}
+        if panoptic_truth is not None:
+            ref, art = (panoptic_quality(panoptic_truth, state[k], things, stuffs) for k in ("ref_seg", "art_seg"))
+            summary["coco_panoptic"] = {"reference": ref, "artifact": art, "drop": ref["pq"] - art["pq"]}
+        return summary
+
+    def _model_inputs(self, path: str, detector: Detector, batch, image, state: dict):
+        """The pixel tensors the artifact's model part sees: the batch's; with pre-processing in the graph, what its
+        graph computes (that pre-processing alone in onnxruntime), whose agreement with the host's is recorded."""
+        if batch.image is None:
+            return batch.pixel_values, batch.pixel_mask
+        from ..runtime.preprocess_graph import GraphPreprocess
+
+        if path not in self._fronts:
+            self._fronts[path] = GraphPreprocess(detector.metadata.preprocess)
+        pixels, mask = self._fronts[path](batch.image)
+        meta = detector.metadata
+        host = preprocess_images([image], meta.preprocess, meta.static_input_size, normalization_table(meta.preprocess))
+        same = host.pixel_values.shape[1:] == pixels.shape[1:]
+        state[path].setdefault("pre", []).append(
+            float(np.abs(host.pixel_values[:1] - pixels[:1]).max()) if same else None)
+        return pixels, mask
+
+    def _report(self, path: str, detector: Detector, state: dict, image_ids: list[int], coco: dict | None,
+                panoptic_truth: list[dict] | None):
         meta = detector.metadata
         tolerance = self.tolerances.for_artifact(path, meta.precision)
         raw = state["raw"]
@@ -174,6 +193,10 @@ class ParityCheck:
                        "max_abs_boxes": max(d.max_abs_boxes for d in raw),
                        "mean_abs_boxes": float(np.mean([d.mean_abs_boxes for d in raw])),
                        "top_k_agreement": float(np.mean([d.top_k_agreement for d in raw]))}
+        if "pre" in state:  # in-graph pre-processing: its pixel values against the host's on the same images
+            same = [d for d in state["pre"] if d is not None]
+            raw_summary["preprocess_vs_host"] = {"max_abs_pixel": max(same) if same else None,
+                                                 "size_differences": len(state["pre"]) - len(same)}
         matches = []
         for ref, art in zip(state["ref"], state["art"]):
             keep = np.asarray(ref["scores"]) > self.match_threshold
@@ -198,7 +221,7 @@ class ParityCheck:
                   "artifact": art_map, "drop": (ref_map - art_map) if ref_map is not None else 0.0}
         coco_summary = None
         if coco is not None:
-            from .evaluation import coco_map
+            from ..evaluation import coco_map
 
             art_results = [r for i, d in zip(image_ids, state["art"]) for r in coco_results(i, d)]
             ref_results = [r for i, d in zip(image_ids, state["ref"]) for r in coco_results(i, d)]
@@ -212,11 +235,24 @@ class ParityCheck:
                   ("mAP drop vs reference detections", pseudo["drop"], tolerance.max_map_drop, "above")]
         if coco_summary:
             checks.append(("COCO mAP drop", coco_summary["drop"], tolerance.max_coco_map_drop, "above"))
+        segmentation = None
+        if meta.task == "segmentation":
+            segmentation = self._segmentation(meta, state, panoptic_truth)
+            raw_summary["max_abs_masks"] = max(d.max_abs_masks for d in raw)
+            checks += [("max |dmask|", raw_summary["max_abs_masks"], tolerance.max_abs_masks, "above"),
+                       ("panoptic pixel agreement", segmentation["pixel_agreement"], tolerance.min_pixel_agreement,
+                        "below")]
+            if segmentation["pq_vs_reference"] is not None:  # None: the reference found no segment
+                checks.append(("PQ vs reference", segmentation["pq_vs_reference"]["pq"],
+                               tolerance.min_pq_vs_reference, "below"))
+            if segmentation["coco_panoptic"]:
+                checks.append(("COCO PQ drop", segmentation["coco_panoptic"]["drop"], tolerance.max_pq_drop,
+                               "above"))
         violations = [f"{name} {value:.4g} is {worse} the {meta.precision} limit {limit:.4g}"
                       for name, value, limit, worse in checks
-                      if (worse == "above" and value > limit) or (worse == "below" and value < limit)]
+                      if not (value <= limit if worse == "above" else value >= limit)]  # NaN fails
         return ArtifactReport(path, detector.backend.name, meta.precision, raw_summary, detections, pseudo,
-                              coco_summary, asdict(tolerance), violations)
+                              coco_summary, asdict(tolerance), violations, segmentation)
 
     def close(self) -> None:
         for _, detector in self.detectors:
@@ -242,6 +278,17 @@ def format_report(report: dict) -> str:
                      f"{a['raw']['max_abs_boxes']:>10.2e} {a['raw']['top_k_agreement']:>6.1%} "
                      f"{a['detections']['matched']:>8.1%} {a['detections']['score_delta_max']:>10.4f} {pseudo:>10} "
                      f"{coco:>15}  {'PASS' if a['passed'] else 'FAIL'}")
+        if a.get("segmentation"):
+            seg = a["segmentation"]
+            pq = seg["pq_vs_reference"]
+            quality = "-" if pq is None else f"{pq['pq']:.3f} (SQ {pq['sq']:.3f}, RQ {pq['rq']:.3f})"
+            line = (f"      panoptic: pixel agreement {seg['pixel_agreement']:.2%}, matched-segment IoU "
+                    f"{seg['matched_iou']:.3f} ({seg['artifact_segments']} / {seg['reference_segments']} segments), "
+                    f"PQ vs reference {quality}")
+            if seg["coco_panoptic"]:
+                line += (f"; COCO PQ {seg['coco_panoptic']['artifact']['pq']:.3f} "
+                         f"(reference {seg['coco_panoptic']['reference']['pq']:.3f})")
+            lines.append(line)
         for violation in a["violations"]:
             lines.append(f"      - {violation}")
     lines.append("PASSED" if report["passed"] else "FAILED: tolerances exceeded (see above)")
