@@ -29,6 +29,7 @@ SETUP = 'eval "$(bash .ci/triton_server.sh)"'
 SHAPES_SIZE = (256, 416)
 THRESHOLD = 0.05  # low enough that the shapes model finds several boxes on the photographs
 SCORE_TOL, BOX_TOL = 1e-5, 0.01
+SEGMENT_SETTINGS = {"mask_threshold": 0.05, "overlap_mask_area_threshold": 0.1}  # as the repository's, below
 
 tritonclient = pytest.importorskip("tritonclient.http", reason="pip install 'detr-deploy[serving]'")
 
@@ -63,7 +64,8 @@ def parse_config(text: str):
 # --- artifacts ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory, shapes_model):
-    """{"shapes": the shipped shapes model, static 256x416 plugin form; "detr": a tiny random detr-r50, static}."""
+    """{"shapes": the shipped shapes model, static 256x416 plugin form; "detr": a tiny random detr-r50, static;
+    "panoptic": a tiny random detr-r50-panoptic, static}."""
     from detr_deploy.export import ExportConfig, export_onnx
 
     folder = tmp_path_factory.mktemp("serving_artifacts")
@@ -73,8 +75,11 @@ def artifacts(tmp_path_factory, shapes_model):
                 log=lambda m: None)
     detr = folder / "detr.onnx"
     export_onnx(tiny_model("detr-r50"), detr, ExportConfig(dynamic=False, input_size=(160, 192)), log=lambda m: None)
+    panoptic = folder / "panoptic.onnx"
+    export_onnx(tiny_model("detr-r50-panoptic"), panoptic, ExportConfig(dynamic=False, input_size=(160, 192)),
+                log=lambda m: None)
     print(f"\nexports: {time.perf_counter() - started:.1f} s")
-    return {"shapes": shapes, "detr": detr}
+    return {"shapes": shapes, "detr": detr, "panoptic": panoptic}
 
 
 def fake_onnx(path: Path, metadata) -> Path:
@@ -153,6 +158,28 @@ def test_repository_configs_parse_for_every_backend(tmp_path, artifacts, shapes_
     assert not (tmp_path / "dyn" / "detr").exists()
     assert run(main, [str(dyn), "-o", str(tmp_path / "dyn"), "--max-batch-size", "1"]) == 0
     assert parse_config((tmp_path / "dyn/detr_model/config.pbtxt").read_text()).input[0].dims[1:] == [-1, -1]
+    assert run(main, [str(artifacts["detr"]), "-o", str(tmp_path / "det"), "--task", "panoptic"]) == 2
+
+
+def test_segmentation_repository_configs(tmp_path, artifacts):
+    """A segmentation artifact: the ensemble outputs SEGMENTATION and SEGMENTS (panoptic, instance) or the
+    detection outputs (--task detection); the model step gives pred_masks, the preprocessing the resized size."""
+    from detr_deploy.cli.args import run
+    from detr_deploy.cli.triton import main
+
+    for task, outputs in (("panoptic", ["SEGMENTATION", "SEGMENTS"]), ("instance", ["SEGMENTATION", "SEGMENTS"]),
+                          ("detection", ["BOXES", "SCORES", "LABELS", "NAMES", "NUM_DETECTIONS"])):
+        repo = tmp_path / task
+        assert run(main, [str(artifacts["panoptic"]), "-o", str(repo), "--name", "p", "--task", task]) == 0
+        configs = {q.parent.name: parse_config(q.read_text()) for q in repo.glob("*/config.pbtxt")}
+        assert [o.name for o in configs["p"].output] == outputs
+        assert configs["p"].parameters["task"].string_value == task
+        assert [o.name for o in configs["p_model"].output] == ["logits", "pred_boxes", "pred_masks"]
+        assert list(configs["p_model"].output[2].dims)[1:] == [40, 48]  # H/4, W/4 of the static 160x192
+        steps = {s.model_name: s for s in configs["p"].ensemble_scheduling.step}
+        resized = "resized_size" in dict(steps["p_postprocess"].input_map)
+        assert resized == (task != "detection")
+        assert ("resized_size" in [o.name for o in configs["p_preprocess"].output]) == resized
 
 
 # --- a real server ----------------------------------------------------------------------------------------------------
@@ -165,6 +192,9 @@ def repository(tmp_path_factory, artifacts):
     repo = tmp_path_factory.mktemp("model_repository")
     assert run(main, [str(artifacts["shapes"]), "-o", str(repo), "--name", "shapes", "--max-batch-size", "8"]) == 0
     assert run(main, [str(artifacts["detr"]), "-o", str(repo), "--name", "detr", "--max-batch-size", "4"]) == 0
+    for task in ("panoptic", "instance"):  # a tiny random model's masks are weak: low mask thresholds
+        assert run(main, [str(artifacts["panoptic"]), "-o", str(repo), "--name", task, "--task", task,
+                          "--max-batch-size", "4", "--mask-threshold", "0.05", "--overlap-threshold", "0.1"]) == 0
     # the onnxruntime_onnx repository (max_batch_size 0, a fixed batch filled by the preprocessing) cannot load on
     # this Python-only server: its NAME_model gets a Python-backend stand-in with the same batch and dims
     from detr_deploy.serving.repository import RepositoryConfig, model_config, model_py, plan_repository
@@ -212,7 +242,9 @@ def server(repository):
 def local(artifacts):
     from detr_deploy.runtime import Detector
 
-    detectors = {name: Detector(path, threshold=THRESHOLD) for name, path in artifacts.items()}
+    detectors = {name: Detector(path, threshold=THRESHOLD) for name, path in artifacts.items() if name != "panoptic"}
+    for task in ("panoptic", "instance"):
+        detectors[task] = Detector(artifacts["panoptic"], threshold=0.0, task=task, **SEGMENT_SETTINGS)
     yield detectors
     for detector in detectors.values():
         detector.close()
@@ -224,7 +256,7 @@ def test_server_ready_and_models_loaded(server, repository):
     client = tritonclient.InferenceServerClient(live.http_url, connection_timeout=10, network_timeout=10)
     models = {m["name"]: m.get("state") for m in client.get_model_repository_index()}
     print(f"models: {models}")
-    expected = [f"{n}{s}" for n in ("shapes", "detr", "detrfixed")
+    expected = [f"{n}{s}" for n in ("shapes", "detr", "detrfixed", "panoptic", "instance")
                 for s in ("", "_preprocess", "_model", "_postprocess")]
     assert all(models.get(name) == "READY" for name in expected), models
     assert client.is_server_ready()
@@ -266,6 +298,46 @@ def test_detections_equal_the_local_detector(server, local, photo_folder, model)
             print(f"{model} {protocol} batch {client.batch_size}: {total} detections on {len(paths)} photos, max "
                   f"|score| diff {scores:.2e}, max |box| diff {boxes:.2e} px")
             assert total > 0 and scores <= SCORE_TOL and boxes <= BOX_TOL
+
+
+def _compare_segments(local_results, remote_results) -> tuple[int, int, float]:
+    """Asserts identical maps, segment ids, labels, names and fused flags; returns (pixels, segments, max |score|
+    difference)."""
+    pixels = segments = 0
+    score_diff = 0.0
+    for mine, theirs in zip(local_results, remote_results, strict=True):
+        assert "error" not in mine and "error" not in theirs, (mine, theirs)
+        assert theirs["segmentation"].dtype == np.int32
+        assert np.array_equal(mine["segmentation"], theirs["segmentation"])
+        assert mine["names"] == theirs["names"]
+        assert len(mine["segments_info"]) == len(theirs["segments_info"])
+        for a, b in zip(mine["segments_info"], theirs["segments_info"]):
+            assert {k: v for k, v in a.items() if k != "score"} == {k: v for k, v in b.items() if k != "score"}
+            score_diff = max(score_diff, abs(float(a["score"]) - float(b["score"])))
+        pixels += mine["segmentation"].size
+        segments += len(mine["segments_info"])
+    return pixels, segments, score_diff
+
+
+@needs_server
+@pytest.mark.parametrize("task", ["panoptic", "instance"])
+def test_segments_equal_the_local_detector(server, local, photo_folder, task):
+    """A segmentation ensemble: the maps at the original size and the segment lists equal the local Detector's,
+    over HTTP and gRPC, one image and four (of different sizes) per request."""
+    from detr_deploy.serving import TritonDetector
+
+    live = server.get()
+    paths = [str(photo_folder / f"{name}.jpg") for name in PHOTOS]
+    expected = local[task](paths)
+    for protocol, url in (("http", live.http_url), ("grpc", live.grpc_url)):
+        for batch in (1, 4):
+            with TritonDetector(url, task, protocol=protocol, threshold=0.0, batch_size=batch, timeout=60) as client:
+                assert client.task == task
+                got = client(paths)
+            pixels, segments, scores = _compare_segments(expected, got)
+            print(f"{task} {protocol} batch {client.batch_size}: {segments} segments, {pixels} pixels identical on "
+                  f"{len(paths)} photos, max |score| diff {scores:.1e}")
+            assert segments > 0 and scores <= 1e-6
 
 
 @needs_server
@@ -370,11 +442,36 @@ def test_detr_infer_through_triton_writes_what_a_local_run_writes(server, artifa
         sorted(p.name for p in (tmp_path / "local").glob("*_det.jpg"))
 
 
+@needs_server
+def test_detr_infer_through_triton_writes_panoptic_files_as_a_local_run(server, artifacts, photo_folder, tmp_path):
+    from detr_deploy.cli.args import run
+    from detr_deploy.cli.infer import main
+
+    live = server.get()
+    assert run(main, [str(artifacts["panoptic"]), str(photo_folder), "-o", str(tmp_path / "local"), "--threshold",
+                      "0", "--mask-threshold", "0.05", "--overlap-threshold", "0.1", "--instance-masks"]) == 0
+    assert run(main, ["--triton", live.http_url, "--triton-model", "panoptic", str(photo_folder), "-o",
+                      str(tmp_path / "served"), "--threshold", "0", "--batch-size", "2", "--instance-masks"]) == 0
+    for name in ("panoptic.json", "instances.json"):
+        mine = json.loads((tmp_path / "local" / name).read_text())
+        theirs = json.loads((tmp_path / "served" / name).read_text())
+        assert mine == theirs, name  # scores are written rounded to 6 decimals, as HF's
+    pngs = sorted(p.name for p in (tmp_path / "local/panoptic").glob("*.png"))
+    assert pngs and pngs == sorted(p.name for p in (tmp_path / "served/panoptic").glob("*.png"))
+    for png in pngs:
+        assert (tmp_path / "local/panoptic" / png).read_bytes() == (tmp_path / "served/panoptic" / png).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "served").glob("*_seg.jpg")) == \
+        sorted(p.name for p in (tmp_path / "local").glob("*_seg.jpg"))
+
+
 def test_detr_infer_triton_flags_are_checked_before_any_work(tmp_path):
     from detr_deploy.cli.infer import main
 
     with pytest.raises(SystemExit) as caught:
         main(["--triton", "localhost:1", "--device", "cuda", str(tmp_path)])
+    assert caught.value.code == 2
+    with pytest.raises(SystemExit) as caught:  # the task is the repository's (detr-triton --task)
+        main(["--triton", "localhost:1", "--task", "instance", str(tmp_path)])
     assert caught.value.code == 2
 
 

@@ -189,6 +189,24 @@ class ModelArgs:
         return model
 
 
+class SegmentationArgs:
+    """``--task``, ``--mask-threshold``, ``--overlap-threshold``: what a segmentation artifact predicts (detr-infer
+    locally, detr-triton for the ensemble it writes)."""
+
+    TASKS = ("panoptic", "instance", "detection")
+
+    @staticmethod
+    def add(parser, title: str = "segmentation artifacts"):
+        group = parser.add_argument_group(title)
+        group.add_argument("--task", choices=SegmentationArgs.TASKS, default=None,
+                           help="what a segmentation artifact predicts (default panoptic; detection: boxes only)")
+        group.add_argument("--mask-threshold", type=probability, default=0.5,
+                           help="a pixel belongs to a segment above this score-weighted mask probability (0.5)")
+        group.add_argument("--overlap-threshold", type=probability, default=0.8,
+                           help="a segment must keep more than this fraction of its mask after overlaps (0.8)")
+        return group
+
+
 class RuntimeArgs:
     """``--backend``, ``--device``, ``--execution-provider``, ``--threads``, ``--plugins``: how artifacts run."""
 

@@ -10,7 +10,8 @@ Segmentation artifacts (DETR panoptic): panoptic/<name>.png (COCO panoptic id-to
 --instance-masks instances.json (COCO results with RLE masks). --task detection gives boxes instead.
 
 With --triton the images go to a Triton server instead (a repository written by detr-triton, served by
-detr-serve or any tritonserver): no artifact is given, the detection outputs are the same. The protocol is
+detr-serve or any tritonserver): no artifact is given, the outputs are a local run's (detections, or for a
+segmentation ensemble the panoptic/instance files, as its --task was written). The protocol is
 --triton-protocol, else the URL's scheme (http://, https://, grpc://, grpcs://), else HTTP.
 
 Examples:
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from .._optional import require
 from ..errors import ConfigError
-from .args import RuntimeArgs, add_batch_size, add_output, log, make_parser, probability, run
+from .args import RuntimeArgs, SegmentationArgs, add_batch_size, add_output, log, make_parser, probability, run
 
 
 def build_parser():
@@ -41,17 +42,11 @@ def build_parser():
     add_batch_size(parser, "images per inference call (default 1); a batch is padded to its largest image, which "
                            "changes Deformable DETR's detections: batch images of one size")
     parser.add_argument("--no-draw", action="store_true", help="do not write annotated images")
-    seg = parser.add_argument_group("segmentation artifacts")
-    seg.add_argument("--task", choices=["panoptic", "instance", "detection"], default=None,
-                     help="what to predict (default panoptic)")
+    seg = SegmentationArgs.add(parser)
     seg.add_argument("--instance-masks", action="store_true",
                      help="also write instances.json: COCO results with one RLE mask per thing segment")
-    seg.add_argument("--mask-threshold", type=probability, default=0.5,
-                     help="a pixel belongs to a segment above this score-weighted mask probability (0.5)")
-    seg.add_argument("--overlap-threshold", type=probability, default=0.8,
-                     help="a segment must keep more than this fraction of its mask after overlaps (0.8)")
     RuntimeArgs.add(parser)
-    triton = parser.add_argument_group("Triton server (instead of a local artifact; detection ensembles)")
+    triton = parser.add_argument_group("Triton server (instead of a local artifact)")
     triton.add_argument("--triton", default=None, metavar="URL",
                         help="HOST:PORT of a Triton server, optionally with a scheme (e.g. localhost:8000, "
                              "grpc://localhost:8001)")
@@ -70,9 +65,9 @@ def split_inputs(parser, args) -> None:
         if any(v is not None for v in (args.backend, args.device, args.threads, args.plugins)):
             parser.error("--backend, --device, --threads and --plugins are for local artifacts; the server decides "
                          "how its model runs (drop them with --triton)")
-        if args.task not in (None, "detection") or args.instance_masks:
-            parser.error("--triton serves detection ensembles: --task panoptic/instance and --instance-masks need a "
-                         "local segmentation artifact")
+        if args.task is not None or args.mask_threshold != 0.5 or args.overlap_threshold != 0.8:
+            parser.error("--task, --mask-threshold and --overlap-threshold are chosen when the repository is written "
+                         "(detr-triton --task ...); drop them with --triton")
         args.artifact, args.images = None, list(args.inputs)
         return
     if len(args.inputs) < 2:
@@ -102,11 +97,15 @@ def write_segments(out_dir: Path, image_id: int, path: Path, image, result: dict
     with atomic_output(out_dir / "panoptic" / png) as tmp:
         Image.fromarray(id_to_rgb(result["segmentation"])).save(tmp, format="PNG")
     if not args.no_draw:
+        if image is None:  # through Triton: decoded here only for the overlay
+            from ..runtime import load_image
+
+            image = load_image(str(path), detector.max_pixels)
         with atomic_output(out_dir / f"{path.stem}_seg.jpg") as tmp:
             draw_segments(image, result).save(tmp, format="JPEG", quality=92)
     if args.instance_masks:
         for entry in result["segments_info"]:
-            if entry["label_id"] not in detector.metadata.stuff_ids:
+            if entry["label_id"] not in detector.stuff_ids:
                 instances.append({"image_id": image_id, "category_id": entry["label_id"], "score": entry["score"],
                                   "segmentation": coco_rle(result["segmentation"] == entry["id"])})
     return coco_panoptic_annotation(image_id, png, result["segmentation"], result["segments_info"])
@@ -170,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             advance(len(paths[start:start + detector.batch_size]))
     write_json(out_dir / "images.json", {str(i): str(p) for i, p in zip(ids, paths)})
     if segments:
-        categories = [{"id": i, "name": name, "isthing": int(i not in detector.metadata.stuff_ids)}
-                      for i, name in detector.metadata.id2label.items() if name != "N/A"]
+        categories = [{"id": i, "name": name, "isthing": int(i not in detector.stuff_ids)}
+                      for i, name in detector.id2label.items() if name != "N/A"]
         write_json(out_dir / "panoptic.json", {"annotations": panoptic, "categories": categories}, indent=None)
         if args.instance_masks:
             write_json(out_dir / "instances.json", instances, indent=None)

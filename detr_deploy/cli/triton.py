@@ -2,8 +2,9 @@
 """detr-triton: a Triton Inference Server model repository from an artifact (ONNX file or TensorRT engine).
 
 Writes into the -o repository folder four models: NAME (an ensemble: encoded images in, boxes/scores/labels/names
-out), NAME_preprocess and NAME_postprocess (Python backend, detr-deploy's own runtime code with the artifact's
-recorded settings), and NAME_model (tensorrt_plan for an engine; for an ONNX file the Python backend running
+out; for a segmentation artifact the panoptic or instance map and its segments, --task), NAME_preprocess and
+NAME_postprocess (Python backend, detr-deploy's own runtime code with the artifact's recorded settings), and
+NAME_model (tensorrt_plan for an engine; for an ONNX file the Python backend running
 detr-deploy's onnxruntime backend, or Triton's onnxruntime_onnx with --model-backend onnxruntime). Other models in
 the folder are left alone; earlier versions of these four are replaced.
 
@@ -14,13 +15,14 @@ to the largest image of a batch changes Deformable DETR's detections). See docs/
 Examples:
   detr-triton shapes.onnx -o model_repository --name shapes
   detr-triton model.engine -o /models --max-batch-size 16 --instances 2
+  detr-triton panoptic.onnx -o model_repository --name panoptic --task panoptic
   detr-serve model_repository
 """
 from __future__ import annotations
 
 import sys
 
-from .args import add_output, log, make_parser, positive_int, probability, run
+from .args import SegmentationArgs, add_output, log, make_parser, positive_int, probability, run
 
 
 def build_parser():
@@ -46,6 +48,7 @@ def build_parser():
     parser.add_argument("--plugins", nargs="*", default=None, metavar="LIB.so",
                         help="TensorRT plugin libraries for onnxruntime_onnx's TensorRT accelerator (plugin-form "
                              "graphs); engines: load plugins in the server (docs/serving.md)")
+    SegmentationArgs.add(parser, "segmentation artifacts (what the ensemble outputs)")
     return parser
 
 
@@ -55,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
     config = RepositoryConfig(name=args.name, max_batch_size=args.max_batch_size, instances=args.instances,
                               model_backend=args.model_backend, queue_delay_us=args.queue_delay_us,
-                              default_threshold=args.threshold, plugin_libraries=args.plugins, threads=args.threads)
+                              default_threshold=args.threshold, plugin_libraries=args.plugins, threads=args.threads,
+                              task=args.task, mask_threshold=args.mask_threshold,
+                              overlap_mask_area_threshold=args.overlap_threshold)
     write_repository(args.artifact, args.output, config, log=log)
     log(f"serve it: detr-serve {args.output}   (then: detr-infer --triton localhost:8000 --triton-model {args.name} "
         "IMAGES...)")

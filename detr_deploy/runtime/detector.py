@@ -77,6 +77,15 @@ class Detector:
             raise ConfigError(f"task {self.task!r} is not available for this {self.metadata.task} artifact; use "
                               + (", ".join(SEGMENTATION_TASKS) if segmentation else "detection"))
 
+    @property
+    def id2label(self) -> dict[int, str]:
+        return self.metadata.id2label
+
+    @property
+    def stuff_ids(self) -> tuple[int, ...]:
+        """The segmentation artifact's stuff classes (empty for detection)."""
+        return tuple(self.metadata.stuff_ids or ())
+
     def preprocess(self, images: list[np.ndarray]) -> Batch:
         """``HxWx3 uint8`` arrays -> a batch (filled to a static artifact's batch size with copies)."""
         return preprocess_for(images, self.metadata, self._table, self._buffers)

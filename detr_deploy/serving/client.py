@@ -21,7 +21,7 @@ from ..errors import ConfigError, ImageError, ServingError
 from ..runtime.detector import check_threshold
 from ..runtime.images import DEFAULT_MAX_PIXELS, describe, load_image, read_encoded
 from . import protocol as P
-from .python_models import unpack_detections
+from .python_models import unpack_detections, unpack_segments
 
 PROTOCOLS = ("http", "grpc")
 _SCHEMES = {"http": ("http", False), "https": ("http", True), "grpc": ("grpc", False), "grpcs": ("grpc", True)}
@@ -74,7 +74,9 @@ class TritonDetector:
             about this time, never a hang.
 
     ``detector(images, threshold=None) -> list[dict]``, one per image in order, as ``Detector``: ``"boxes"`` float32
-    [K,4] xyxy in original pixels, ``"scores"`` [K], ``"labels"`` int64 [K], ``"names"`` list[str], by score. An
+    [K,4] xyxy in original pixels, ``"scores"`` [K], ``"labels"`` int64 [K], ``"names"`` list[str], by score; for a
+    segmentation ensemble (``task`` "panoptic" or "instance", chosen by ``detr-triton --task``) ``"segmentation"``
+    int32 [H, W] at the original size, ``"segments_info"`` and ``"names"``, as the local Detector's. An
     image that cannot be read (here or by the server) gives ``{"error": message, "source": name}``; the others
     still run. One client per thread (tritonclient's clients are not shared between threads).
     """
@@ -109,6 +111,10 @@ class TritonDetector:
         self.max_images = int(params.get(P.PARAM_MAX_IMAGES) or 1)
         self.model_step = params.get(P.PARAM_MODEL) or f"{model}_model"
         self.task = params.get(P.PARAM_TASK) or "detection"
+        if self.task not in ("detection", *P.SEGMENTATION_TASKS):  # "segmentation": an older repository's value
+            raise ServingError(f"model {model!r} on {self.url} serves task {self.task!r}, which this client does "
+                               "not read; write the repository again with detr-triton")
+        self.stuff_ids = tuple(json.loads(params.get(P.PARAM_STUFF_IDS) or "[]"))
         self.batch_size = min(int(batch_size), self.max_images)
 
     # --- transport ---------------------------------------------------------------------------------------------
@@ -143,12 +149,14 @@ class TritonDetector:
                   lib.InferInput(P.THRESHOLD, list(thresholds.shape), "FP32")]
         inputs[0].set_data_from_numpy(images)
         inputs[1].set_data_from_numpy(thresholds)
-        outputs = [lib.InferRequestedOutput(name) for name in P.DETECTION_OUTPUTS]
+        names = P.outputs_for(self.task)
+        outputs = [lib.InferRequestedOutput(name) for name in names]
         if self.protocol == "http":
             result = self.client.infer(self.model, inputs, outputs=outputs)
         else:
             result = self.client.infer(self.model, inputs, outputs=outputs, client_timeout=self.timeout)
-        return unpack_detections({name: result.as_numpy(name) for name in P.DETECTION_OUTPUTS})
+        arrays = {name: result.as_numpy(name) for name in names}
+        return unpack_segments(arrays) if self.task in P.SEGMENTATION_TASKS else unpack_detections(arrays)
 
     def infer_encoded(self, encoded: list[bytes], threshold: float | None = None) -> list[dict]:
         """One request of encoded images (at most ``max_images``): the detections, in order. ServingError for a

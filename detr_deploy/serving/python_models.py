@@ -103,6 +103,7 @@ class PreprocessModel(_PythonModel):
 
     def setup(self) -> None:
         self.fill = self.params.get("fill_batch") == "true"
+        self.resized = self.params.get("resized_size") == "true"  # segmentation: the post-processing crops masks
         self.table = normalization_table(self.metadata.preprocess)
         self.max_pixels = int(self.params.get("max_pixels") or DEFAULT_MAX_PIXELS)
 
@@ -118,8 +119,11 @@ class PreprocessModel(_PythonModel):
             batch = preprocess_for(images, self.metadata, self.table)
         else:  # the Python model batches and fills itself: exactly one row per image here
             batch = preprocess_images(images, self.metadata.preprocess, self.metadata.static_input_size, self.table)
-        return {P.PIXEL_VALUES: batch.pixel_values, P.PIXEL_MASK: batch.pixel_mask,
-                P.ORIGINAL_SIZE: np.asarray(batch.original_sizes[:len(images)], dtype=np.int32).reshape(-1, 2)}
+        outputs = {P.PIXEL_VALUES: batch.pixel_values, P.PIXEL_MASK: batch.pixel_mask,
+                   P.ORIGINAL_SIZE: np.asarray(batch.original_sizes[:len(images)], dtype=np.int32).reshape(-1, 2)}
+        if self.resized:
+            outputs[P.RESIZED_SIZE] = np.asarray(batch.resized_sizes[:len(images)], dtype=np.int32).reshape(-1, 2)
+        return outputs
 
 
 class OnnxRuntimeModel(_PythonModel):
@@ -132,6 +136,7 @@ class OnnxRuntimeModel(_PythonModel):
 
         threads = int(self.params.get("threads") or 0) or None
         self.backend = OnnxRuntimeBackend(self.folder / "model.onnx", BackendOptions(threads=threads))
+        self.output_names = [name for name in (P.LOGITS, P.PRED_BOXES, P.PRED_MASKS) if name in self.metadata.outputs]
 
     def execute(self, requests: list) -> list:
         feeds, responses = [], [None] * len(requests)
@@ -158,10 +163,11 @@ class OnnxRuntimeModel(_PythonModel):
         return responses
 
     def run_batch(self, pixel_values: np.ndarray, pixel_mask: np.ndarray) -> dict[str, np.ndarray]:
-        """``[N, 3, H, W]``, ``[N, H, W]`` -> ``{"logits": [N, Q, C], "pred_boxes": [N, Q, 4]}``."""
+        """``[N, 3, H, W]``, ``[N, H, W]`` -> ``{"logits": [N, Q, C], "pred_boxes": [N, Q, 4]}`` (segmentation
+        artifacts: also ``"pred_masks": [N, Q, H/4, W/4]``)."""
         total = len(pixel_values)
         step = self.metadata.static_batch or total
-        parts: dict[str, list[np.ndarray]] = {P.LOGITS: [], P.PRED_BOXES: []}
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
         for start in range(0, total, step):
             values, mask = pixel_values[start:start + step], pixel_mask[start:start + step]
             count = len(values)
@@ -178,17 +184,25 @@ class OnnxRuntimeModel(_PythonModel):
 
 
 class PostprocessModel(_PythonModel):
-    """``logits``, ``pred_boxes`` (n rows, or a fixed batch of which the first n are real), ``original_size [n, 2]``
-    and the optional ``THRESHOLD [n, 1]`` -> detections padded to the request's largest count K (at least 1):
+    """The model's outputs (n rows, or a fixed batch of which the first n are real), ``original_size [n, 2]`` and
+    the optional ``THRESHOLD [n, 1]`` -> the ensemble's outputs for its ``task`` (``protocol``).
+
+    "detection": ``logits``, ``pred_boxes`` -> detections padded to the request's largest count K (at least 1):
     ``BOXES [n, K, 4]``, ``SCORES [n, K]``, ``LABELS [n, K]`` (-1 padding), ``NAMES [n, K]`` (b"" padding),
-    ``NUM_DETECTIONS [n, 1]``."""
+    ``NUM_DETECTIONS [n, 1]``. "panoptic" / "instance": ``logits``, ``pred_masks``, ``resized_size [n, 2]`` ->
+    ``SEGMENTATION [n, H, W]`` (0-padded to the request's largest image), ``SEGMENTS [n, 1]`` (JSON), through
+    the local Detector's ``segment_image``."""
 
     def setup(self) -> None:
         self.default_threshold = check_threshold(float(self.params.get(P.PARAM_DEFAULT_THRESHOLD) or 0.5))
+        self.task = self.params.get(P.PARAM_TASK) or "detection"
+        self.mask_threshold = float(self.params.get(P.PARAM_MASK_THRESHOLD) or 0.5)
+        self.overlap_threshold = float(self.params.get(P.PARAM_OVERLAP_THRESHOLD) or 0.8)
 
     def run(self, request) -> dict[str, np.ndarray]:
-        logits, boxes, sizes, thresholds = self.inputs(request, P.LOGITS, P.PRED_BOXES, P.ORIGINAL_SIZE,
-                                                       optional=(P.THRESHOLD,))
+        segments = self.task in P.SEGMENTATION_TASKS
+        names = (P.LOGITS, P.PRED_MASKS, P.RESIZED_SIZE) if segments else (P.LOGITS, P.PRED_BOXES)
+        *arrays, sizes, thresholds = self.inputs(request, *names, P.ORIGINAL_SIZE, optional=(P.THRESHOLD,))
         sizes = sizes.reshape(-1, 2)
         count = len(sizes)
         if thresholds is None:
@@ -196,11 +210,21 @@ class PostprocessModel(_PythonModel):
         thresholds = thresholds.reshape(-1)
         if len(thresholds) != count:
             raise ServingError(f"THRESHOLD has {len(thresholds)} values for {count} images; give one per image")
-        detections = [postprocess_detections(logits[i:i + 1], boxes[i:i + 1], self.metadata.postprocess,
-                                             [(int(sizes[i, 0]), int(sizes[i, 1]))],
-                                             check_threshold(float(thresholds[i])), self.metadata.id2label)[0]
-                      for i in range(count)]
-        return pack_detections(detections)
+        originals = [(int(sizes[i, 0]), int(sizes[i, 1])) for i in range(count)]
+        limits = [check_threshold(float(t)) for t in thresholds]
+        if segments:
+            from ..runtime.segmentation import segment_image
+
+            outputs = {P.LOGITS: arrays[0], P.PRED_MASKS: arrays[1]}
+            resized = arrays[2].reshape(-1, 2)
+            return pack_segments([segment_image(outputs, i, (int(resized[i, 0]), int(resized[i, 1])), originals[i],
+                                                self.task, limits[i], self.mask_threshold, self.overlap_threshold,
+                                                self.metadata.stuff_ids, self.metadata.id2label)
+                                  for i in range(count)])
+        logits, boxes = arrays
+        return pack_detections([postprocess_detections(logits[i:i + 1], boxes[i:i + 1], self.metadata.postprocess,
+                                                       [originals[i]], limits[i], self.metadata.id2label)[0]
+                                for i in range(count)])
 
 
 def pack_detections(detections: list[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -232,4 +256,43 @@ def unpack_detections(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
                         "scores": np.asarray(outputs[P.SCORES][i, :k], np.float32),
                         "labels": np.asarray(outputs[P.LABELS][i, :k], np.int64),
                         "names": [n.decode() if isinstance(n, bytes) else str(n) for n in names]})
+    return results
+
+
+def _plain(value):
+    """numpy scalars and bools of a segments_info entry as JSON's types."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    return value
+
+
+def pack_segments(results: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per-image segmentation results (``segment_image``'s dicts) -> ``SEGMENTATION [n, H, W]`` int32 (0-padded to
+    the largest map) and ``SEGMENTS [n, 1]`` JSON bytes (``protocol``)."""
+    height = max([1] + [r["segmentation"].shape[0] for r in results])
+    width = max([1] + [r["segmentation"].shape[1] for r in results])
+    maps = np.zeros((len(results), height, width), np.int32)
+    documents = np.full((len(results), 1), b"", dtype=np.object_)
+    for i, result in enumerate(results):
+        h, w = result["segmentation"].shape
+        maps[i, :h, :w] = result["segmentation"]
+        info = [{k: _plain(v) for k, v in entry.items()} for entry in result["segments_info"]]
+        documents[i, 0] = json.dumps({"height": h, "width": w, "segments_info": info,
+                                      "names": list(result.get("names", []))}).encode()
+    return {P.SEGMENTATION: maps, P.SEGMENTS: documents}
+
+
+def unpack_segments(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The segmentation outputs of one request -> per image ``{"segmentation": int32 [H, W], "segments_info":
+    [{"id", "label_id", "score", ...}], "names": [...]}``, the ``Detector``'s dicts."""
+    results = []
+    for i, document in enumerate(outputs[P.SEGMENTS].reshape(-1)):
+        data = json.loads(document.decode() if isinstance(document, bytes) else str(document))
+        segmentation = np.ascontiguousarray(outputs[P.SEGMENTATION][i, :data["height"], :data["width"]], np.int32)
+        results.append({"segmentation": segmentation, "segments_info": data["segments_info"],
+                        "names": data["names"]})
     return results

@@ -4,12 +4,14 @@
 Layout written under the repository folder (``NAME`` defaults to "detr"):
 
   NAME/config.pbtxt               ensemble: IMAGE (encoded bytes), THRESHOLD (optional) -> BOXES, SCORES, LABELS,
-  NAME/1/                         NAMES, NUM_DETECTIONS (see ``protocol``); class names in its parameters
+  NAME/1/                         NAMES, NUM_DETECTIONS, or for a segmentation task SEGMENTATION, SEGMENTS (see
+                                  ``protocol``); class names in its parameters
   NAME_preprocess/config.pbtxt    Python backend: decode + resize + normalise with the artifact's recorded settings
   NAME_preprocess/1/model.py, artifact.json
   NAME_model/config.pbtxt         tensorrt_plan (model.plan), onnxruntime_onnx (model.onnx) or Python backend
   NAME_model/1/...                (model.onnx + model.py: detr-deploy's onnxruntime backend); artifact.json
-  NAME_postprocess/config.pbtxt   Python backend: scores, top-k / threshold, boxes in original pixels
+  NAME_postprocess/config.pbtxt   Python backend: scores, top-k / threshold, boxes in original pixels (segmentation:
+                                  the panoptic or instance maps at the original size, as the local Detector)
   NAME_postprocess/1/model.py, artifact.json
 
 Batching. Triton's dynamic batcher stacks requests along a batch dimension, so every image of a batch must have the
@@ -62,6 +64,9 @@ class RepositoryConfig:
         plugin_libraries: TensorRT plugin libraries for onnxruntime_onnx's TensorRT accelerator (plugin-form
             graphs); engines record theirs and the server loads them (see docs/serving.md).
         threads: onnxruntime intra-op threads of the Python-backend model (None: onnxruntime's default).
+        task: what the ensemble outputs for a segmentation artifact: "panoptic" (None: the default), "instance"
+            or "detection" (boxes); detection artifacts serve "detection" only.
+        mask_threshold, overlap_mask_area_threshold: the segmentation post-processing's (``Detector``'s) settings.
     """
 
     name: str = "detr"
@@ -72,6 +77,9 @@ class RepositoryConfig:
     default_threshold: float = 0.5
     plugin_libraries: list[str] | None = None
     threads: int | None = None
+    task: str | None = None
+    mask_threshold: float = 0.5
+    overlap_mask_area_threshold: float = 0.8
 
     def validate(self) -> None:
         if not _NAME.match(self.name):
@@ -89,13 +97,20 @@ class RepositoryConfig:
             raise ConfigError(f"threshold {self.default_threshold} is outside [0, 1]; scores are probabilities")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.task not in (None, "detection", *P.SEGMENTATION_TASKS):
+            raise ConfigError(f"task must be detection, {' or '.join(P.SEGMENTATION_TASKS)}, got {self.task!r}")
+        for what, value in (("mask threshold", self.mask_threshold),
+                            ("overlap threshold", self.overlap_mask_area_threshold)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{what} {value} is outside [0, 1]")
 
 
 @dataclass
 class Plan:
     """The decisions for one artifact: ``backend`` "tensorrt" / "onnxruntime" / "python"; ``batch`` the
     ``max_batch_size`` of every model (0: Triton does not batch); ``images_per_request`` the most images a
-    request may carry; ``notes`` what the caller should tell the user."""
+    request may carry; ``task`` what the ensemble outputs ("detection", "panoptic", "instance"); ``notes`` what
+    the caller should tell the user."""
 
     artifact: Path
     kind: str
@@ -103,7 +118,13 @@ class Plan:
     backend: str
     batch: int
     images_per_request: int
+    task: str = "detection"
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def segments(self) -> bool:
+        """The ensemble outputs segmentation maps (the model step then also gives ``pred_masks``)."""
+        return self.task in P.SEGMENTATION_TASKS
 
     @property
     def static_batch(self) -> int | None:
@@ -129,9 +150,13 @@ def plan_repository(artifact: str | os.PathLike, config: RepositoryConfig) -> Pl
     ConfigError / ArtifactError name the problem and the fix."""
     config.validate()
     kind, metadata = read_metadata(artifact)
-    if metadata.task != "detection":
-        raise ConfigError(f"{artifact} is a {metadata.task} artifact; detr-triton serves detection artifacts only "
-                          "(segmentation outputs are not written yet)")
+    if metadata.task == "segmentation":
+        task = config.task or "panoptic"
+    elif config.task not in (None, "detection"):
+        raise ConfigError(f"{artifact} is a detection artifact; --task {config.task} needs a segmentation artifact "
+                          "(DETR panoptic)")
+    else:
+        task = "detection"
     backend = config.model_backend
     if backend == "auto":
         backend = "tensorrt" if kind == "engine" else "python"
@@ -160,7 +185,7 @@ def plan_repository(artifact: str | os.PathLike, config: RepositoryConfig) -> Pl
         notes.append("plugin-form MSDA: onnxruntime_onnx runs it through the TensorRT execution provider "
                      + (f"with {', '.join(libraries)}" if libraries else "and TensorRT's built-in plugin")
                      + " (GPU only; a CPU server uses --model-backend python)")
-    return Plan(Path(artifact), kind, metadata, backend, batch, images, notes)
+    return Plan(Path(artifact), kind, metadata, backend, batch, images, task, notes)
 
 
 # --- config.pbtxt text ----------------------------------------------------------------------------------------------
@@ -201,9 +226,15 @@ def _shapes(plan: Plan) -> dict[str, list[int]]:
     md = plan.metadata
     height, width = md.static_input_size or (-1, -1)
     shapes = {P.PIXEL_VALUES: [3, height, width], P.PIXEL_MASK: [height, width]}
-    for name in (P.LOGITS, P.PRED_BOXES):
+    for name in _model_outputs(plan):
         shapes[name] = [_dim(d) for d in md.outputs[name]["shape"][1:]]
     return shapes
+
+
+def _model_outputs(plan: Plan) -> list[str]:
+    """The model step's outputs: the artifact's (``pred_masks`` too for a segmentation artifact)."""
+    names = [P.LOGITS, P.PRED_BOXES]
+    return names + [P.PRED_MASKS] if P.PRED_MASKS in plan.metadata.outputs else names
 
 
 def _types(plan: Plan) -> dict[str, str]:
@@ -211,7 +242,7 @@ def _types(plan: Plan) -> dict[str, str]:
     md, types = plan.metadata, {}
     for name, default in ((P.PIXEL_VALUES, "float32"), (P.PIXEL_MASK, "int32")):
         types[name] = TRITON_TYPES[(md.inputs.get(name) or {}).get("dtype", default)]
-    for name in (P.LOGITS, P.PRED_BOXES):
+    for name in _model_outputs(plan):
         types[name] = TRITON_TYPES[(md.outputs.get(name) or {}).get("dtype", "float32")]
     return types
 
@@ -244,28 +275,43 @@ def preprocess_config(plan: Plan, config: RepositoryConfig) -> str:
     outputs = [_tensor(P.PIXEL_VALUES, types[P.PIXEL_VALUES], _batched(plan, shapes[P.PIXEL_VALUES], fixed)),
                _tensor(P.PIXEL_MASK, types[P.PIXEL_MASK], _batched(plan, shapes[P.PIXEL_MASK], fixed)),
                _tensor(P.ORIGINAL_SIZE, "TYPE_INT32", _batched(plan, [2]))]
+    if plan.segments:
+        outputs.append(_tensor(P.RESIZED_SIZE, "TYPE_INT32", _batched(plan, [2])))
     return (_header(plan, "decode, resize, normalise") + f'name: "{config.name}_preprocess"\nbackend: "python"\n'
             f"max_batch_size: {plan.batch}\n"
             + _tensors("input", [_tensor(P.IMAGE, "TYPE_STRING", _batched(plan, [1]))]) + "\n"
             + _tensors("output", outputs) + "\n" + _batching(plan, config, preferred=False)
-            + _instances(config, "KIND_CPU") + _parameters({"fill_batch": "true" if fill else "false"}) + "\n")
+            + _instances(config, "KIND_CPU") + _parameters({"fill_batch": "true" if fill else "false",
+                                                           "resized_size": "true" if plan.segments else "false"})
+            + "\n")
 
 
 def postprocess_config(plan: Plan, config: RepositoryConfig) -> str:
     shapes, types = _shapes(plan), _types(plan)
     fixed = plan.static_batch if plan.batch == 0 else None
-    inputs = [_tensor(P.LOGITS, types[P.LOGITS], _batched(plan, shapes[P.LOGITS], fixed)),
-              _tensor(P.PRED_BOXES, types[P.PRED_BOXES], _batched(plan, shapes[P.PRED_BOXES], fixed)),
-              _tensor(P.ORIGINAL_SIZE, "TYPE_INT32", _batched(plan, [2])),
-              _tensor(P.THRESHOLD, "TYPE_FP32", _batched(plan, [1]), optional=True)]
-    return (_header(plan, "scores, top-k and threshold, boxes in original pixels")
-            + f'name: "{config.name}_postprocess"\nbackend: "python"\nmax_batch_size: {plan.batch}\n'
-            + _tensors("input", inputs) + "\n" + _tensors("output", _detection_outputs(plan)) + "\n"
-            + _batching(plan, config, preferred=False) + _instances(config, "KIND_CPU")
-            + _parameters({P.PARAM_DEFAULT_THRESHOLD: repr(float(config.default_threshold))}) + "\n")
+    inputs = [_tensor(n, types[n], _batched(plan, shapes[n], fixed)) for n in _postprocess_inputs(plan)]
+    sizes = [P.ORIGINAL_SIZE, P.RESIZED_SIZE] if plan.segments else [P.ORIGINAL_SIZE]
+    inputs += [_tensor(n, "TYPE_INT32", _batched(plan, [2])) for n in sizes]
+    inputs.append(_tensor(P.THRESHOLD, "TYPE_FP32", _batched(plan, [1]), optional=True))
+    params = {P.PARAM_DEFAULT_THRESHOLD: repr(float(config.default_threshold)), P.PARAM_TASK: plan.task,
+              P.PARAM_MASK_THRESHOLD: repr(float(config.mask_threshold)),
+              P.PARAM_OVERLAP_THRESHOLD: repr(float(config.overlap_mask_area_threshold))}
+    what = (f"{plan.task} segmentation maps at the original size" if plan.segments
+            else "scores, top-k and threshold, boxes in original pixels")
+    return (_header(plan, what) + f'name: "{config.name}_postprocess"\nbackend: "python"\n'
+            f"max_batch_size: {plan.batch}\n" + _tensors("input", inputs) + "\n"
+            + _tensors("output", _ensemble_outputs(plan)) + "\n" + _batching(plan, config, preferred=False)
+            + _instances(config, "KIND_CPU") + _parameters(params) + "\n")
 
 
-def _detection_outputs(plan: Plan) -> list[str]:
+def _postprocess_inputs(plan: Plan) -> list[str]:
+    return [P.LOGITS, P.PRED_MASKS] if plan.segments else [P.LOGITS, P.PRED_BOXES]
+
+
+def _ensemble_outputs(plan: Plan) -> list[str]:
+    if plan.segments:
+        return [_tensor(P.SEGMENTATION, "TYPE_INT32", _batched(plan, [-1, -1])),
+                _tensor(P.SEGMENTS, "TYPE_STRING", _batched(plan, [1]))]
     return [_tensor(P.BOXES, "TYPE_FP32", _batched(plan, [-1, 4])),
             _tensor(P.SCORES, "TYPE_FP32", _batched(plan, [-1])),
             _tensor(P.LABELS, "TYPE_INT64", _batched(plan, [-1])),
@@ -277,7 +323,7 @@ def model_config(plan: Plan, config: RepositoryConfig) -> str:
     shapes, types = _shapes(plan), _types(plan)
     fixed = plan.static_batch if plan.batch == 0 else None
     inputs = [_tensor(n, types[n], _batched(plan, shapes[n], fixed)) for n in (P.PIXEL_VALUES, P.PIXEL_MASK)]
-    outputs = [_tensor(n, types[n], _batched(plan, shapes[n], fixed)) for n in (P.LOGITS, P.PRED_BOXES)]
+    outputs = [_tensor(n, types[n], _batched(plan, shapes[n], fixed)) for n in _model_outputs(plan)]
     body = _tensors("input", inputs) + "\n" + _tensors("output", outputs) + "\n"
     name = f'name: "{config.name}_model"\n'
     if plan.backend == "python":
@@ -326,20 +372,23 @@ def ensemble_config(plan: Plan, config: RepositoryConfig) -> str:
         maps += [f'output_map {{ key: "{t}" value: "{t}" }}' for t in outputs]
         return f'    {{ model_name: "{model}" model_version: -1 ' + " ".join(maps) + " }"
 
-    steps = [step(f"{name}_preprocess", [P.IMAGE], [P.PIXEL_VALUES, P.PIXEL_MASK, P.ORIGINAL_SIZE]),
-             step(f"{name}_model", [P.PIXEL_VALUES, P.PIXEL_MASK], [P.LOGITS, P.PRED_BOXES]),
-             step(f"{name}_postprocess", [P.LOGITS, P.PRED_BOXES, P.ORIGINAL_SIZE, P.THRESHOLD],
-                  list(P.DETECTION_OUTPUTS))]
+    sizes = [P.ORIGINAL_SIZE, P.RESIZED_SIZE] if plan.segments else [P.ORIGINAL_SIZE]
+    steps = [step(f"{name}_preprocess", [P.IMAGE], [P.PIXEL_VALUES, P.PIXEL_MASK, *sizes]),
+             step(f"{name}_model", [P.PIXEL_VALUES, P.PIXEL_MASK], _postprocess_inputs(plan)),
+             step(f"{name}_postprocess", [*_postprocess_inputs(plan), *sizes, P.THRESHOLD],
+                  list(P.outputs_for(plan.task)))]
     md = plan.metadata
     params = {P.PARAM_ID2LABEL: json.dumps({str(k): v for k, v in sorted(md.id2label.items())},
                                              ensure_ascii=False),
               P.PARAM_MAX_IMAGES: str(plan.images_per_request),
               P.PARAM_DEFAULT_THRESHOLD: repr(float(config.default_threshold)),
-              P.PARAM_VARIANT: md.variant, P.PARAM_TASK: md.task, P.PARAM_MODEL: f"{name}_model",
+              P.PARAM_VARIANT: md.variant, P.PARAM_TASK: plan.task, P.PARAM_MODEL: f"{name}_model",
+              P.PARAM_STUFF_IDS: json.dumps(sorted(int(i) for i in md.stuff_ids or ())),
               "detr_deploy_version": __version__}
-    return (_header(plan, "images in, detections out") + f'name: "{name}"\nplatform: "ensemble"\n'
+    what = "segments" if plan.segments else "detections"
+    return (_header(plan, f"images in, {what} out") + f'name: "{name}"\nplatform: "ensemble"\n'
             f"max_batch_size: {plan.batch}\n" + _tensors("input", inputs) + "\n"
-            + _tensors("output", _detection_outputs(plan)) + "\n"
+            + _tensors("output", _ensemble_outputs(plan)) + "\n"
             + "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n" + _parameters(params) + "\n")
 
 
