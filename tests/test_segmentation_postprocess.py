@@ -394,3 +394,16 @@ def test_import_does_not_load_torch():
     code = "import sys, detr_deploy.runtime.segmentation; sys.exit(3 if 'torch' in sys.modules else 0)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_softmax_lanes_follow_the_capability_pytorch_dispatches_to(hf, monkeypatch):
+    """The softmax sum order is PyTorch's on this CPU (16 lanes under AVX512, 8 under AVX2); ATEN_CPU_CAPABILITY,
+    which makes PyTorch pick another kernel, picks the matching order here."""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert seg.simd_float_lanes() == 8
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx512")
+    assert seg.simd_float_lanes() == 16
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    capability = hf.torch.backends.cpu.get_cpu_capability()
+    print(f"\nPyTorch dispatches to {capability}; softmax lanes here: {seg.simd_float_lanes()}")
+    assert seg.simd_float_lanes() == (16 if capability == "AVX512" else 8)

@@ -530,7 +530,14 @@ def test_detr_serve_prints_endpoints_and_stops_on_ctrl_c(repository, tmp_path):
         assert lines and lines[0].startswith("ready: detr"), (lines, process.stderr.read() if process.poll() else "")
         assert f"127.0.0.1:{ports[0]}" in "\n".join(lines) and f"127.0.0.1:{ports[2]}/metrics" in "\n".join(lines)
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 130
+        started = time.monotonic()
+        try:  # detr-serve gives tritonserver 20 s to stop cleanly, then kills it: well within this bound
+            status = process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail(f"detr-serve did not stop within 90 s of SIGINT; its stderr: {process.communicate()[1]}")
+        print(f"stopped in {time.monotonic() - started:.1f} s")
+        assert status == 130
     finally:
         if process.poll() is None:
             process.kill()

@@ -187,6 +187,41 @@ def test_matches_transformers_on_a_padded_batch(case_id, hf_case):
 
 
 @needs_timm
+def test_dc5_panoptic_matches_transformers(tmp_path):
+    """DETR DC5 panoptic as Hugging Face builds facebook/detr-resnet-50-dc5-panoptic (timm resnet50 with
+    output_stride 16; transformers has dilation only with a timm backbone): our model from the saved folder equals
+    DetrForSegmentation in all three outputs, at two sizes and on a padded batch of two."""
+    transformers = pytest.importorskip("transformers", reason="transformers is the parity oracle")
+    torch.manual_seed(0)
+    config = transformers.DetrConfig(use_timm_backbone=True, backbone="resnet50", use_pretrained_backbone=False,
+                                     dilation=True, d_model=64, encoder_layers=1, decoder_layers=2,
+                                     encoder_ffn_dim=128, decoder_ffn_dim=128, encoder_attention_heads=8,
+                                     decoder_attention_heads=8, num_queries=10, num_labels=9)
+    hf_model = transformers.DetrForSegmentation(config).eval()
+    randomize_(hf_model)
+    hf_model.save_pretrained(tmp_path)
+    reloaded = transformers.DetrForSegmentation.from_pretrained(tmp_path).eval()
+    ours = detr_deploy.create_model(str(tmp_path))
+    assert type(ours).__name__ == "DETRSegmentation" and ours.config.backbone.dilation
+    gen = torch.Generator().manual_seed(1)
+    inputs = [(torch.randn(1, 3, 96, 128, generator=gen), torch.ones(1, 96, 128, dtype=torch.long)),
+              (torch.randn(1, 3, 130, 98, generator=gen), torch.ones(1, 130, 98, dtype=torch.long)),
+              padded_batch((96, 128), (70, 100))]
+    diffs = []
+    for x, mask in inputs:
+        with torch.no_grad():
+            ref = reloaded(pixel_values=x, pixel_mask=mask)
+            out = ours(x, mask)
+        assert ref.pred_masks.std() > 0.05 and ref.logits.std() > 0.05  # far from degenerate: the test can fail
+        diffs.append(tuple(float((a - b).abs().max()) for a, b in ((ref.logits, out["logits"]),
+                                                                    (ref.pred_boxes, out["pred_boxes"]),
+                                                                    (ref.pred_masks, out["pred_masks"]))))
+    print("\nDC5 panoptic vs DetrForSegmentation (logits, boxes, masks):",
+          [f"{a:.1e}/{b:.1e}/{c:.1e}" for a, b, c in diffs])
+    assert max(max(d) for d in diffs) <= TOLERANCE
+
+
+@needs_timm
 def test_frozen_batch_norm_is_transformers_own():
     """transformers replaces every BatchNorm2d, timm's BatchNormAct2d included (its activation goes with it), by a
     frozen BN with eps 1e-5; timm's freeze_batch_norm_2d keeps activation and eps. Both are what we build."""

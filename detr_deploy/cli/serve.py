@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
               f"  metrics  {server.metrics_url}", flush=True)
         log("Ctrl-C stops the server")
         status = server.process.wait()
+    except KeyboardInterrupt:
+        log("stopping tritonserver (Ctrl-C again kills it at once)")
+        raise
     finally:
         server.stop()  # after Ctrl-C too: the server never outlives the command
     log(f"error: tritonserver exited by itself with status {status}; its last lines:\n{server.log_tail()}")

@@ -25,14 +25,18 @@ Details reproduced from the reference (they change results):
 * with no query above ``threshold`` the segmentation is a float32 map of ``-1`` (not int32), never RLE-encoded.
 
 Softmax and sigmoid reproduce PyTorch's vectorised CPU kernels too (SLEEF's float32 ``exp`` with fused
-multiply-adds; the softmax sum in the AVX2 8-lane order), so scores are bit-identical on x86-64 AVX2; on other
-SIMD widths the sum order can differ in the last bit. The semantic class-by-query sum is a float32 matrix product
+multiply-adds; the softmax sum in the lane order of the SIMD width PyTorch picks on this CPU, 8 lanes for AVX2 and
+16 for AVX512: :func:`simd_float_lanes`), so scores are bit-identical to PyTorch's on x86-64 (checked on AVX2 and
+AVX512 machines); where the reference ran on another SIMD width, sums can differ in the last bit and a pixel
+exactly at a threshold or tie can flip. The semantic class-by-query sum is a float32 matrix product
 whose BLAS summation order differs from PyTorch's (MKL), so semantic class scores agree only to ~1e-7 relative:
 a pixel whose two best classes tie to within that may differ.
 """
 from __future__ import annotations
 
 import logging
+import os
+import platform
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -48,10 +52,29 @@ _F32 = np.float32
 _F64 = np.float64
 # Elements of one resized block (its float64 temporaries are 8 bytes each): bounds memory for large targets.
 _BLOCK_ELEMENTS = 1 << 22
-# PyTorch's float32 SIMD width on x86-64 AVX2 builds. The softmax sum accumulates in this many lanes; the
-# channels-last bilinear kernel vectorises over channels in groups of this many and runs the remainder through a
-# scalar loop with a different fused-multiply-add order.
-_LANES = 8
+
+
+def simd_float_lanes() -> int:
+    """float32 lanes of PyTorch's softmax kernel on this machine: 16 where PyTorch dispatches to AVX512 (x86-64
+    with AVX512 F/BW/VL/DQ and FMA, or ``ATEN_CPU_CAPABILITY=avx512``), else 8 (AVX2, and the 256-bit default
+    elsewhere). The softmax sum accumulates in this many lanes."""
+    capability = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    if capability:
+        return 16 if capability == "avx512" else 8
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return 8
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:  # not Linux: AVX2 is the common case
+        return 8
+    return 16 if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"} <= set(flags) else 8
+
+
+_LANES = simd_float_lanes()
+# The channels-last bilinear kernel vectorises over channels in groups of 8 on AVX2 and AVX512 machines alike (seen
+# on both: PyTorch does not dispatch it to AVX512) and runs the remainder through a scalar loop with another FMA order.
+_RESIZE_LANES = 8
 _warned_no_fuse = False
 
 
@@ -121,8 +144,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _lane_sum(x: np.ndarray) -> np.ndarray:
-    """Sum over the last axis in PyTorch's ``vec::reduce_all`` order for 8 float32 lanes (AVX2): lane-wise
-    accumulation of consecutive 8-blocks (the last block zero-padded), then (l0+l4, l1+l5, ...) pairwise."""
+    """Sum over the last axis in PyTorch's ``vec::reduce_all`` order for ``_LANES`` float32 lanes: lane-wise
+    accumulation of consecutive blocks (the last one zero-padded), then the halves pairwise (8 lanes: l0+l4, ...);
+    fewer elements than lanes are summed in order."""
     n = x.shape[-1]
     lanes = _LANES
     if n < lanes:
@@ -136,9 +160,10 @@ def _lane_sum(x: np.ndarray) -> np.ndarray:
     acc = blocks[..., 0, :].copy()
     for k in range(1, blocks.shape[-2]):
         acc += blocks[..., k, :]
-    acc = acc[..., :4] + acc[..., 4:]
-    acc = acc[..., :2] + acc[..., 2:]
-    return acc[..., 0] + acc[..., 1]
+    while acc.shape[-1] > 1:  # vec::reduce_all: halves added pairwise (l0 + l[n/2], ...)
+        half = acc.shape[-1] // 2
+        acc = acc[..., :half] + acc[..., half:]
+    return acc[..., 0]
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -215,7 +240,7 @@ def _channels_last_block(x, ys0, ys1, h0, h1, x0, x1, w0, w1) -> np.ndarray:
     a, b = top[:, :, x0], top[:, :, x1]
     c, d = bottom[:, :, x0], bottom[:, :, x1]
     out = np.empty(a.shape, _F32)
-    split = x.shape[0] - x.shape[0] % _LANES
+    split = x.shape[0] - x.shape[0] % _RESIZE_LANES
     if split:  # vectorised: a*w00 + (b*w01 + (c*w10 + d*w11)), contracted to fused multiply-adds
         v = slice(0, split)
         out[v] = _fma(a[v], w00, _fma(b[v], w01, _fma(d[v], w11, c[v] * w10)))

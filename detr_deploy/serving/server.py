@@ -239,8 +239,11 @@ class TritonServer:
             try:
                 self.process.send_signal(signal.SIGINT)  # Triton's clean shutdown: it stops its stub processes
                 self.process.wait(timeout=self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)  # its own process group: the stubs go with it
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):  # too slow, or a second Ctrl-C: kill it now
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)  # its own process group: the stubs go with it
+                except ProcessLookupError:
+                    pass
                 self.process.wait(timeout=10)
             except ProcessLookupError:
                 pass
