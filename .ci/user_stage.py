@@ -150,8 +150,11 @@ def main() -> int:
     expect("render into a non-render folder", cli("detr-render", "-o", "detections", "--count", "1"), 2,
            "is not an earlier render")
     # Ctrl-C during an export: status 130 and nothing left
+    # (a terminal's Ctrl-C reaches a process whose SIGINT is not ignored; CI may run this stage in the background,
+    # where the shell ignores SIGINT and children inherit that: give the command the default disposition back)
     proc = subprocess.Popen(["detr-export", "--model", "deformable-detr-shapes", "-o", "interrupted.onnx"], cwd=repo,
-                            env=env, stderr=subprocess.PIPE, text=True)
+                            env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stderr:
         if line.startswith("exporting"):
             time.sleep(5)

@@ -515,8 +515,10 @@ def test_detr_serve_prints_endpoints_and_stops_on_ctrl_c(repository, tmp_path):
     env = dict(os.environ, TRITONSERVER=BINARY, TRITON_PYTHONPATH=PYTHONPATH)
     command = [sys.executable, "-c", "from detr_deploy.cli.serve import entry; entry()", str(small),
                "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2], "--timeout", "120"]
-    process = subprocess.Popen(command,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # a terminal's Ctrl-C reaches a process whose SIGINT is not ignored; a test run started in the background (as CI
+    # may be) ignores SIGINT and children inherit that: give detr-serve the default disposition, as a shell would
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines, deadline = [], time.monotonic() + 150
         while time.monotonic() < deadline:

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """detr-serve: start a local Triton Inference Server for a model repository (written by detr-triton), wait until
-its models are ready, print the endpoints, and serve until Ctrl-C (a clean stop, exit status 130).
+its models are ready, print the endpoints, and serve until Ctrl-C or SIGTERM (a clean stop, exit status 130).
 
 The server binary: --tritonserver, $TRITONSERVER, tritonserver on PATH, or the nvidia-pytriton wheel of this
 environment (bash .ci/triton_server.sh sets one up). Endpoints bind 127.0.0.1 unless --address says otherwise
@@ -14,6 +14,7 @@ Examples:
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 from .args import log, make_parser, positive_int, run
@@ -46,9 +47,15 @@ def build_parser():
     return parser
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (systemd, Kubernetes, kill): the same clean stop as Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..serving.server import TritonServer
+
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
 
     server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, address=args.address,
                           binary=args.tritonserver, backend_dir=args.backend_dir, extra_args=args.server_arg)

@@ -14,6 +14,7 @@ imported from.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -99,6 +100,16 @@ def _client_host(address: str) -> str:
     return "127.0.0.1" if address in ("0.0.0.0", "") else ("[::1]" if address == "::" else address)
 
 
+def _end_with_parent() -> None:
+    """In the server's process before exec: SIGTERM it when the thread that started it dies (Linux), so that the
+    server (in its own session, out of reach of the terminal's Ctrl-C) never outlives a killed detr-serve."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
 class TritonServer:
     """A tritonserver process for one model repository.
 
@@ -181,7 +192,7 @@ class TritonServer:
                                        f"choose another with --{name}-port") from exc
         self.process = subprocess.Popen(self.command(), env=self.environment(), stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                                        errors="replace", start_new_session=True)
+                                        errors="replace", start_new_session=True, preexec_fn=_end_with_parent)
         self._reader = Thread(target=self._read_output, daemon=True)
         self._reader.start()
         return self
