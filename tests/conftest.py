@@ -175,6 +175,27 @@ def padded_batch(size_a=(96, 128), size_b=(70, 100), seed: int = 0):
         mask[i, :hh, :ww] = 1
     return x, mask
 
+def segmentation_vs_transformers(hf_model, folder, inputs):
+    """Save a transformers ``DetrForSegmentation``, reload it and build ours from the folder; run both on each
+    ``(pixel_values, pixel_mask)``. Returns (our model, per input the max |difference| of logits, boxes, masks)."""
+    import torch
+
+    import detr_deploy
+
+    hf_model.save_pretrained(folder)
+    reloaded = type(hf_model).from_pretrained(folder).eval()
+    ours = detr_deploy.create_model(str(folder))
+    diffs = []
+    for x, mask in inputs:
+        with torch.no_grad():
+            ref = reloaded(pixel_values=x, pixel_mask=mask)
+            out = ours(x, mask)
+        assert ref.pred_masks.std() > 0.05 and ref.logits.std() > 0.05  # far from degenerate: the test can fail
+        diffs.append(tuple(float((a - b).abs().max()) for a, b in ((ref.logits, out["logits"]),
+                                                                    (ref.pred_boxes, out["pred_boxes"]),
+                                                                    (ref.pred_masks, out["pred_masks"]))))
+    return ours, diffs
+
 
 @pytest.fixture(autouse=True)
 def _quiet_known_warnings():

@@ -20,7 +20,15 @@ from detr_deploy.runtime import Detector
 from detr_deploy.runtime import segmentation as seg
 from detr_deploy.weights import ours_to_official
 
-from conftest import key_spec, onnx_vs_torch, padded_batch, randomize_, synthetic_state, tiny_model
+from conftest import (
+    key_spec,
+    onnx_vs_torch,
+    padded_batch,
+    randomize_,
+    segmentation_vs_transformers,
+    synthetic_state,
+    tiny_model,
+)
 
 TOLERANCE = 1e-4
 
@@ -37,22 +45,6 @@ def tiny_hf_segmentation():
     return DetrForSegmentation(config).eval()
 
 
-def _against_transformers(hf_model, folder, inputs):
-    hf_model.save_pretrained(folder)
-    reloaded = type(hf_model).from_pretrained(folder).eval()
-    ours = detr_deploy.create_model(str(folder))
-    diffs = []
-    for x, mask in inputs:
-        with torch.no_grad():
-            ref = reloaded(pixel_values=x, pixel_mask=mask)
-            out = ours(x, mask)
-        assert ref.pred_masks.std() > 0.05 and ref.logits.std() > 0.05  # far from degenerate: the test can fail
-        diffs.append(tuple(float((a - b).abs().max()) for a, b in ((ref.logits, out["logits"]),
-                                                                    (ref.pred_boxes, out["pred_boxes"]),
-                                                                    (ref.pred_masks, out["pred_masks"]))))
-    return ours, diffs
-
-
 def test_tiny_segmentation_model_matches_transformers(tmp_path):
     pytest.importorskip("transformers", reason="transformers is the parity oracle")
     torch.manual_seed(0)
@@ -62,7 +54,7 @@ def test_tiny_segmentation_model_matches_transformers(tmp_path):
     inputs = [(torch.randn(1, 3, 96, 128, generator=gen), torch.ones(1, 96, 128, dtype=torch.long)),
               (torch.randn(1, 3, 130, 98, generator=gen), torch.ones(1, 130, 98, dtype=torch.long)),
               padded_batch((96, 128), (50, 70))]
-    ours, diffs = _against_transformers(hf_model, tmp_path, inputs)
+    ours, diffs = segmentation_vs_transformers(hf_model, tmp_path, inputs)
     print("\nDetrForSegmentation vs ours (logits, boxes, masks):", [f"{a:.1e}/{b:.1e}/{c:.1e}" for a, b, c in diffs])
     assert type(ours).__name__ == "DETRSegmentation" and ours.config.num_classes == 9
     assert max(max(d) for d in diffs) <= TOLERANCE
@@ -80,7 +72,7 @@ def test_full_size_r50_panoptic_matches_transformers(tmp_path):
                                               use_pretrained_backbone=False, num_labels=250)).eval()
     randomize_(hf_model)
     inputs = [padded_batch((480, 640), (400, 520)), padded_batch((640, 480), (640, 480))]
-    ours, diffs = _against_transformers(hf_model, tmp_path, inputs)
+    ours, diffs = segmentation_vs_transformers(hf_model, tmp_path, inputs)
     print("\nfull-size R50 panoptic vs transformers (logits, boxes, masks):", diffs)
     assert ours.num_parameters() == 42_899_288  # the published panoptic model's count (DETR R50 + 1.37M head)
     assert max(max(d) for d in diffs) <= TOLERANCE

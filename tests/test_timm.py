@@ -19,7 +19,7 @@ from detr_deploy.errors import CheckpointError, ConfigError
 from detr_deploy.weights.architecture import infer_config
 from detr_deploy.weights.convert import ours_to_official, to_ours
 
-from conftest import padded_batch, randomize_, tiny_model
+from conftest import padded_batch, randomize_, segmentation_vs_transformers, tiny_model
 
 try:
     import timm  # noqa: F401  (imports torchvision)
@@ -199,23 +199,12 @@ def test_dc5_panoptic_matches_transformers(tmp_path):
                                      decoder_attention_heads=8, num_queries=10, num_labels=9)
     hf_model = transformers.DetrForSegmentation(config).eval()
     randomize_(hf_model)
-    hf_model.save_pretrained(tmp_path)
-    reloaded = transformers.DetrForSegmentation.from_pretrained(tmp_path).eval()
-    ours = detr_deploy.create_model(str(tmp_path))
-    assert type(ours).__name__ == "DETRSegmentation" and ours.config.backbone.dilation
     gen = torch.Generator().manual_seed(1)
     inputs = [(torch.randn(1, 3, 96, 128, generator=gen), torch.ones(1, 96, 128, dtype=torch.long)),
               (torch.randn(1, 3, 130, 98, generator=gen), torch.ones(1, 130, 98, dtype=torch.long)),
               padded_batch((96, 128), (70, 100))]
-    diffs = []
-    for x, mask in inputs:
-        with torch.no_grad():
-            ref = reloaded(pixel_values=x, pixel_mask=mask)
-            out = ours(x, mask)
-        assert ref.pred_masks.std() > 0.05 and ref.logits.std() > 0.05  # far from degenerate: the test can fail
-        diffs.append(tuple(float((a - b).abs().max()) for a, b in ((ref.logits, out["logits"]),
-                                                                    (ref.pred_boxes, out["pred_boxes"]),
-                                                                    (ref.pred_masks, out["pred_masks"]))))
+    ours, diffs = segmentation_vs_transformers(hf_model, tmp_path, inputs)
+    assert type(ours).__name__ == "DETRSegmentation" and ours.config.backbone.dilation
     print("\nDC5 panoptic vs DetrForSegmentation (logits, boxes, masks):",
           [f"{a:.1e}/{b:.1e}/{c:.1e}" for a, b, c in diffs])
     assert max(max(d) for d in diffs) <= TOLERANCE
