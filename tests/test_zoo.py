@@ -65,6 +65,9 @@ def test_training_smoke_and_resume(tmp_path):
     assert any("resumed" in m and "step 2" in m for m in messages)
     records = [json.loads(line) for line in (tmp_path / "run/train.log").read_text().splitlines()]
     assert any(r.get("step") == 3 and "total" in r for r in records)  # the resumed run took the third step
+    from detr_deploy.files import normal_mode
+
+    assert weights.stat().st_mode & 0o777 == normal_mode()  # readable by others, as any output (not 0600)
     model = detr_deploy.create_model("deformable-detr-shapes", weights=str(weights))
     assert model.weights_info["format"] == "ours"
     trained = model.state_dict()
@@ -177,7 +180,6 @@ def test_panoptic_training_smoke(tmp_path):
 
 
 PANOPTIC_WEIGHTS = SHAPES_WEIGHTS.parent / "detr_shapes_panoptic.safetensors"
-PANOPTIC_PQ_FLOOR = 0.0  # set from the shipped model's measured PQ (MODEL_CARD_PANOPTIC.md)
 
 
 def test_shipped_panoptic_model_segments_fresh_scenes_and_its_exports_keep_the_pq(tmp_path):
@@ -191,7 +193,7 @@ def test_shipped_panoptic_model_segments_fresh_scenes_and_its_exports_keep_the_p
     from detr_deploy.cli.parity import main as parity
 
     data = tmp_path / "scenes"
-    render_dataset(data, 30, seed=7, config=RenderConfig(stuff=True), show_progress=False)
+    render_dataset(data, 8, seed=7, config=RenderConfig(stuff=True), show_progress=False)
     for precision in ("fp32", "fp16"):
         assert run(export, ["--model", "detr-shapes-panoptic", "--precision", precision,
                             "-o", str(tmp_path / f"{precision}.onnx")]) == 0
@@ -201,7 +203,9 @@ def test_shipped_panoptic_model_segments_fresh_scenes_and_its_exports_keep_the_p
     report = json.loads((tmp_path / "parity.json").read_text())
     pq = {Path(a["path"]).stem: a["segmentation"]["coco_panoptic"] for a in report["artifacts"]}
     reference = pq["fp32"]["reference"]["pq"]
-    print(f"\nshapes panoptic on 30 fresh scenes: PQ PyTorch {reference:.3f}, ONNX FP32 "
+    print(f"\nshapes panoptic on 8 fresh scenes: PQ PyTorch {reference:.3f}, ONNX FP32 "
           f"{pq['fp32']['artifact']['pq']:.3f}, FP16 {pq['fp16']['artifact']['pq']:.3f}")
-    assert reference >= PANOPTIC_PQ_FLOOR
+    # the shipped model is briefly trained (PQ 0.036 on 20 held-out scenes, MODEL_CARD_PANOPTIC.md): it must get
+    # some segments right (a random model scores 0), and the exports must keep what it gets
+    assert reference > 0
     assert abs(pq["fp32"]["drop"]) <= 0.005 and abs(pq["fp16"]["drop"]) <= 0.02

@@ -14,7 +14,7 @@ import torch
 
 from ..artifact.settings import postprocess_settings, preprocess_settings
 from ..evaluation import coco_map
-from ..files import write_json
+from ..files import atomic_output, write_json
 from ..models.build import build_model
 from ..models.registry import get_entry
 from ..runtime.coco import coco_results
@@ -164,9 +164,8 @@ def save_inference_weights(model: torch.nn.Module, path: str | os.PathLike) -> P
     state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
              for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"variant": model.variant, "format": "detr-deploy"})
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:  # normal file permissions (safetensors' writer alone gives 0600)
+        save_file(state, str(tmp), metadata={"variant": model.variant, "format": "detr-deploy"})
     return path
 
 
