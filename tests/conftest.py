@@ -175,6 +175,17 @@ def padded_batch(size_a=(96, 128), size_b=(70, 100), seed: int = 0):
         mask[i, :hh, :ww] = 1
     return x, mask
 
+
+def two_sizes_and_a_padded_batch(small=(50, 70)):
+    """Inputs for model-vs-transformers checks: one 96x128 image, one 130x98 image (seeded), and a padded batch of
+    96x128 with ``small``; each ``(pixel_values, pixel_mask)``."""
+    import torch
+
+    gen = torch.Generator().manual_seed(1)
+    return [(torch.randn(1, 3, 96, 128, generator=gen), torch.ones(1, 96, 128, dtype=torch.long)),
+            (torch.randn(1, 3, 130, 98, generator=gen), torch.ones(1, 130, 98, dtype=torch.long)),
+            padded_batch((96, 128), small)]
+
 def segmentation_vs_transformers(hf_model, folder, inputs):
     """Save a transformers ``DetrForSegmentation``, reload it and build ours from the folder; run both on each
     ``(pixel_values, pixel_mask)``. Returns (our model, per input the max |difference| of logits, boxes, masks)."""

@@ -28,6 +28,7 @@ from conftest import (
     segmentation_vs_transformers,
     synthetic_state,
     tiny_model,
+    two_sizes_and_a_padded_batch,
 )
 
 TOLERANCE = 1e-4
@@ -50,10 +51,7 @@ def test_tiny_segmentation_model_matches_transformers(tmp_path):
     torch.manual_seed(0)
     hf_model = tiny_hf_segmentation()
     randomize_(hf_model)
-    gen = torch.Generator().manual_seed(1)
-    inputs = [(torch.randn(1, 3, 96, 128, generator=gen), torch.ones(1, 96, 128, dtype=torch.long)),
-              (torch.randn(1, 3, 130, 98, generator=gen), torch.ones(1, 130, 98, dtype=torch.long)),
-              padded_batch((96, 128), (50, 70))]
+    inputs = two_sizes_and_a_padded_batch((50, 70))
     ours, diffs = segmentation_vs_transformers(hf_model, tmp_path, inputs)
     print("\nDetrForSegmentation vs ours (logits, boxes, masks):", [f"{a:.1e}/{b:.1e}/{c:.1e}" for a, b, c in diffs])
     assert type(ours).__name__ == "DETRSegmentation" and ours.config.num_classes == 9

@@ -19,7 +19,7 @@ from detr_deploy.errors import CheckpointError, ConfigError
 from detr_deploy.weights.architecture import infer_config
 from detr_deploy.weights.convert import ours_to_official, to_ours
 
-from conftest import padded_batch, randomize_, segmentation_vs_transformers, tiny_model
+from conftest import padded_batch, randomize_, segmentation_vs_transformers, tiny_model, two_sizes_and_a_padded_batch
 
 try:
     import timm  # noqa: F401  (imports torchvision)
@@ -199,10 +199,7 @@ def test_dc5_panoptic_matches_transformers(tmp_path):
                                      decoder_attention_heads=8, num_queries=10, num_labels=9)
     hf_model = transformers.DetrForSegmentation(config).eval()
     randomize_(hf_model)
-    gen = torch.Generator().manual_seed(1)
-    inputs = [(torch.randn(1, 3, 96, 128, generator=gen), torch.ones(1, 96, 128, dtype=torch.long)),
-              (torch.randn(1, 3, 130, 98, generator=gen), torch.ones(1, 130, 98, dtype=torch.long)),
-              padded_batch((96, 128), (70, 100))]
+    inputs = two_sizes_and_a_padded_batch((70, 100))
     ours, diffs = segmentation_vs_transformers(hf_model, tmp_path, inputs)
     assert type(ours).__name__ == "DETRSegmentation" and ours.config.backbone.dilation
     print("\nDC5 panoptic vs DetrForSegmentation (logits, boxes, masks):",
